@@ -1,0 +1,1 @@
+"""kinevid opensim_bridge."""
