@@ -118,7 +118,8 @@ WINTER_2009_FIG_4_1 = {
     "hip_breadth": 0.191,
 }
 
-# Rajagopal2016.osim generic model (1.70 m tall adult), read off the model file.
+# Rajagopal2016.osim generic model, read off the model file. The model represents a generic
+# adult of about 1.70 m (its total mass is 75.3 kg); breadths are scaled by height / 1.70.
 RAJAGOPAL_2016_HEIGHT_M = 1.70
 RAJAGOPAL_2016_GEOMETRY_M = {
     "hip_jc_half_breadth": 0.07726,     # hip_r parent offset, z

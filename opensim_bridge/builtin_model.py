@@ -446,8 +446,7 @@ def build_model(height: float = 1.75, mass: float = 70.0, sex: str = "m",
     sex = _validate(height, mass, sex)
     height, mass = float(height), float(mass)
     lay = _layout(height, mass, sex)
-    p, L, S = lay.p, lay.lengths, lay.segments
-    H = height
+    p, S = lay.p, lay.segments
     bld = _Builder(lay, name)
     axes = anth.RAJAGOPAL_2016_AXES_R
     ex, ey, ez = np.eye(3)
@@ -456,8 +455,8 @@ def build_model(height: float = 1.75, mass: float = 70.0, sex: str = "m",
     # ---- pelvis and trunk ----
     bld.body("pelvis", S["pelvis"], p["MIDH"])
     bld.custom("ground_pelvis", "ground", "pelvis", None,
-                    [("pelvis_tilt", ez), ("pelvis_list", ex), ("pelvis_rotation", ey)],
-                    ["pelvis_tx", "pelvis_ty", "pelvis_tz"])
+               [("pelvis_tilt", ez), ("pelvis_list", ex), ("pelvis_rotation", ey)],
+               ["pelvis_tx", "pelvis_ty", "pelvis_tz"])
     # the pelvis origin is at the mid-hip point; ground_pelvis joint frames sit at both
     # origins, so pelvis_ty is the mid-hip height above the floor when standing
     bld.body("torso", S["torso"], p["LJC"])
@@ -562,7 +561,8 @@ def _add_geometry(bld: _Builder, lay: _Layout, bone) -> None:
         hand_c = P("WJC") - [0.0, 0.6 * L["hand"], 0.0]
         bld.geometry(f"hand_{side}", "palm",
                      osim.Ellipsoid(0.012 * H, 0.6 * L["hand"], 0.025 * H), hand_c, bone)
-        bld.geometry(f"talus_{side}", "talus", osim.Sphere(0.25 * L["ankle_height"]), P("AJC"), bone)
+        bld.geometry(f"talus_{side}", "talus", osim.Sphere(0.25 * L["ankle_height"]),
+                     P("AJC"), bone)
         fb = L["foot_breadth"]
         heel_x, mtp = p["HEEL_BACK"][0], P("MTP")
         rear_len = mtp[0] - heel_x
@@ -676,7 +676,8 @@ def marker_positions(model_or_path, coordinates: dict[str, float]) -> dict[str, 
     """Forward kinematics: each marker's position in ground for the given coordinate values.
 
     Coordinates not named keep their default values; values are in the model's units
-    (radians, metres).
+    (radians, metres). Works on any OpenSim model (a path or a Model object, whose system
+    is re-initialised here); locked coordinates are set regardless of the lock.
     """
     model = _load(model_or_path)
     state = model.initSystem()

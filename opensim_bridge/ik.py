@@ -333,7 +333,7 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
             files["markers"] = out / OUTPUT_MARKERS
             tmp["markers"] = stack.enter_context(atomic_path(files["markers"]))
             from .trc import write_trc
-            write_trc(sel, tmp["markers"])
+            write_trc(markers.frames(slice(i0, i1 + 1)), tmp["markers"])
             marker_file = files["markers"]
         write_table(coords, tmp["motion"])
         write_table(errors, tmp["marker_errors"])

@@ -160,9 +160,9 @@ class FrameSolver:
         if fw is None:
             return
         base = self.problem.marker_weights
-        for i, j in enumerate(self.solver_marker_index):
+        for name, j in zip(self.solver_marker_names, self.solver_marker_index):
             f = fw[k, j]
-            self.solver.updateMarkerWeight(i, float(base[j] * (f if math.isfinite(f) else 0.0)))
+            self.solver.updateMarkerWeight(name, float(base[j] * (f if math.isfinite(f) else 0.0)))
 
     def begin(self, k: int):
         """Assemble at frame ``k`` from the model's default pose (as OpenSim's tool does at its

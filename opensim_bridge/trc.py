@@ -193,18 +193,23 @@ def _parse_rows(lines: list[str], first: int, m: int, fail):
     extra_columns = 0
     if extra > 0:
         extra_columns = max((len(c) - width for c in split if any(c[width:])), default=0)
-    # Fast path for the common clean file: every row complete, no empty cell.
-    if all(len(c) >= width and "" not in c[:width] for c in split):
-        try:
-            block = np.array([c[:width] for c in split], dtype=np.float64)
-        except ValueError:
-            block = None  # a bad cell: the slow path below names it
-        if block is not None:
-            if np.isinf(block).any():  # "NaN" text is accepted as missing; infinity is not
-                r = int(np.argmax(np.isinf(block).any(axis=1)))
-                fail("infinite value", linenos[r])
-            return (block[:, 0], block[:, 1], block[:, 2:].reshape(len(split), m, 3), linenos,
-                    extra_columns)
+    # Fast path: pad short rows, read empty cells as NaN, convert in one go. Only a file with a
+    # bad cell takes the slow path below, which names the line and column.
+    try:
+        block = np.array([[cell or "nan" for cell in c[:width]] + ["nan"] * (width - len(c))
+                          for c in split], dtype=np.float64)
+    except ValueError:
+        block = None
+    if block is not None:
+        if np.isinf(block).any():
+            r = int(np.argmax(np.isinf(block).any(axis=1)))
+            fail("infinite value", linenos[r])
+        if any(len(c) < 2 for c in split):
+            r = next(i for i, c in enumerate(split) if len(c) < 2)
+            fail(f"data row has {len(split[r])} cell(s); expected frame, time and coordinates",
+                 linenos[r])
+        return (block[:, 0], block[:, 1], block[:, 2:].reshape(len(split), m, 3), linenos,
+                extra_columns)
     frames = np.full(len(split), np.nan)
     times = np.full(len(split), np.nan)
     data = np.full((len(split), 3 * m), np.nan)
@@ -289,11 +294,6 @@ def _resolve_units(declared: str, data: np.ndarray, assume: str | None, src: str
 
 
 # --------------------------------------------------------------------------- writing
-def _fmt(x: float) -> str:
-    """Shortest text that reads back to the same double; NaN becomes an empty cell."""
-    return "" if math.isnan(x) else repr(float(x))
-
-
 def write_trc(series: KeypointSeries, path: str | os.PathLike, *, units: str = "m") -> Path:
     """Write a standard OpenSim TRC (PathFileType 4) atomically; NaN become empty cells.
 
@@ -325,11 +325,14 @@ def write_trc(series: KeypointSeries, path: str | os.PathLike, *, units: str = "
         "\t\t" + "\t".join(f"X{j}\tY{j}\tZ{j}" for j in range(1, m + 1)),
         "",
     ]
-    flat = out.data.reshape(n, 3 * m)
+    flat = out.data.reshape(n, 3 * m).tolist()
+    times = out.time.tolist()
     with atomic_write(path) as fh:
         fh.write("\n".join(lines) + "\n")
         for i in range(n):
-            fh.write(f"{i + 1}\t{_fmt(out.time[i])}\t" + "\t".join(_fmt(v) for v in flat[i]) + "\n")
+            # v != v is the NaN test on plain floats; repr round-trips exactly.
+            fh.write(f"{i + 1}\t{times[i]!r}\t"
+                     + "\t".join("" if v != v else repr(v) for v in flat[i]) + "\n")
     return path
 
 
