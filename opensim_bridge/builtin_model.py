@@ -685,7 +685,9 @@ def marker_positions(model_or_path, coordinates: dict[str, float]) -> dict[str, 
     for name, value in coordinates.items():
         if not cs.contains(name):
             raise InputError(f"the model has no coordinate named {name!r}")
-        cs.get(name).setValue(state, float(value), False)
+        coord = cs.get(name)
+        coord.setLocked(state, False)   # a locked coordinate ignores setValue
+        coord.setValue(state, float(value), False)
     model.realizePosition(state)
     markers = model.getMarkerSet()
     return {markers.get(i).getName(): markers.get(i).getLocationInGround(state).to_numpy().copy()
