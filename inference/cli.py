@@ -65,7 +65,7 @@ def _cmd_ik(args) -> int:
     rms = result.marker_errors.column("marker_error_RMS")
     print(f"IK: {len(result.coordinates.time)} frames in {result.wall_time:.2f} s; marker RMS error "
           f"mean {1000 * rms.mean():.1f} mm, worst frame {1000 * rms.max():.1f} mm")
-    for p in result.files:
+    for p in result.files.values():
         print(f"wrote {p}")
     return 0
 
@@ -76,27 +76,28 @@ def _cmd_id(args) -> int:
     lowpass = None if args.lowpass is not None and args.lowpass <= 0 else args.lowpass
     result = run_id(args.model, args.motion, Path(args.output), grf=args.grf, loads=args.loads,
                     lowpass_hz=lowpass, start=args.start, end=args.end)
-    print(f"ID: {len(result.forces.time)} frames in {result.wall_time:.2f} s")
-    for p in result.files:
-        print(f"wrote {p}")
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for a in result.assignments:
+        target = a.body or "unused (never loaded)"
+        print(f"ground force {a.plate.force_id}: {target} (by {a.rule}, {a.stance_frames} stance frames)")
+    print(f"ID: {len(result.table.time)} frames ({result.time_range[0]:g}-{result.time_range[1]:g} s) "
+          f"in {result.wall_s:.2f} s")
+    for p in (result.id_sto, result.setup_xml, result.external_loads_xml):
+        if p is not None:
+            print(f"wrote {p}")
     return 0
 
 
 def _cmd_scale(args) -> int:
     from opensim_bridge import scaling
 
-    out_dir = Path(args.output)
-    if args.setup:
-        result = scaling.scale_from_setup(args.setup, out_dir, static=args.static, model=args.model,
-                                          mass=args.mass, height=args.height)
-    else:
-        if not args.static:
-            raise KinevidError("give --setup Setup_Scale.xml, or --static TRIAL.trc with --model")
-        model = _resolve_model(args, out_dir)
-        result = scaling.scale_model(model, args.static, out_dir, mass=args.mass, height=args.height)
-    for body, factors in sorted(result.scale_factors.items()):
+    result = scaling.scale_from_setup(args.setup, Path(args.output), static=args.static,
+                                      model=args.model, mass=args.mass, height=args.height)
+    print(f"scaled in {result.wall_s:.2f} s; total mass {result.mass:.2f} kg; scale factors (x y z):")
+    for body, factors in sorted(result.factors.items()):
         print(f"  {body:<14} " + " ".join(f"{f:6.3f}" for f in factors))
-    for p in result.files:
+    for p in (result.model_path, result.setup_xml, result.scale_factors_xml):
         print(f"wrote {p}")
     return 0
 
@@ -147,10 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scale", help="scale a model to a subject from a static trial",
                        description="Model scaling with OpenSim's ScaleTool.")
-    p.add_argument("--setup", help="OpenSim Scale setup XML (paths resolved from its folder)")
-    p.add_argument("--model", help="generic model (.osim); default: built-in model")
-    p.add_argument("--static", help="static trial (.trc or .c3d)")
-    _add_subject(p)
+    p.add_argument("--setup", required=True,
+                   help="OpenSim Scale setup XML (its relative paths are resolved from its folder)")
+    p.add_argument("--model", help="generic model (.osim), replacing the setup's")
+    p.add_argument("--static", help="static trial (.trc), replacing the setup's")
+    p.add_argument("--mass", type=float, help="subject mass in kg, replacing the setup's")
+    p.add_argument("--height", type=float, help="subject height in metres, replacing the setup's")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=_cmd_scale)
 
