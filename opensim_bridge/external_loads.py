@@ -40,6 +40,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError, ModelError
+from .osim_model import first_line
 
 #: Force magnitude (N) above which a plate counts as loaded. 20 N is well above plate noise and
 #: well below any foot contact in gait.
@@ -91,11 +92,6 @@ def read_grf(path):
     if len(table) == 0:
         raise InputError("GRF file holds no rows", path)
     return table
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- plates from names
@@ -159,7 +155,7 @@ def load_external_loads(xml_path, *, grf=None):
     try:
         loads = osim.ExternalLoads(str(xml_path), True)
     except RuntimeError as exc:
-        raise InputError(f"OpenSim cannot read this external loads file: {_first_line(exc)}",
+        raise InputError(f"OpenSim cannot read this external loads file: {first_line(exc)}",
                          xml_path) from exc
     if grf is not None:
         data = _require_file(grf, "GRF file")

@@ -1,8 +1,12 @@
 """Worker processes for parallel inverse kinematics.
 
-Workers are started with the 'spawn' context (OpenSim's native libraries are not fork-safe),
-import OpenSim as soon as they start, and stay alive between runs so that a batch of trials pays
-the start-up (~0.3 s: Python + OpenSim's libraries) once. Each keeps the models it loaded
+On Linux workers are forked: a forked worker inherits the imported OpenSim libraries and the
+models this process already loaded, so it is solving within ~10 ms, where a spawned one spends
+~0.3 s importing Python and OpenSim (a third of a typical trial's IK). Forking is safe here because
+a worker only builds its own solver objects and never touches state shared with the parent; it
+happens when the pool is first used, before kinevid starts any thread of its own. Elsewhere, or
+with ``KINEVID_IK_START_METHOD=spawn``, workers are spawned. Either way they stay alive between
+runs so a batch of trials pays the start-up once, and keep the models they loaded
 (:func:`ik_solver.load_model` caches by file path, modification time and size).
 
 Protocol, over one duplex pipe per worker, every message tagged with the run id:
@@ -16,6 +20,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import os
+import sys
 import threading
 
 _LOCK = threading.Lock()
@@ -88,7 +93,7 @@ class Worker:
 
 class WorkerPool:
     def __init__(self):
-        self.ctx = mp.get_context("spawn")
+        self.ctx = mp.get_context(start_method())
         self.workers: list[Worker] = []
 
     def ensure(self, n: int) -> list[Worker]:
@@ -127,6 +132,16 @@ def shutdown() -> None:
         if _POOL is not None:
             _POOL.close()
             _POOL = None
+
+
+def start_method() -> str:
+    method = os.environ.get("KINEVID_IK_START_METHOD", "")
+    if method:
+        if method not in mp.get_all_start_methods():
+            raise ValueError(f"KINEVID_IK_START_METHOD={method!r} is not available here "
+                             f"(choose from {', '.join(mp.get_all_start_methods())})")
+        return method
+    return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def resolve_jobs(jobs: int | None) -> int:

@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError, ModelError
+from . import osim_model
+from .errors import InputError
 
 #: Frames solved before a chunk's first frame and discarded, so that the chunk's first solve
 #: starts, like the serial run's, from the solution of the previous frame rather than from the
@@ -50,32 +51,21 @@ _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
 def load_model(path: str | os.PathLike):
-    """``(model, default_state)`` for an .osim file, loaded once per process and file version.
-
-    A loading failure is a :class:`ModelError` naming the file.
+    """``(model, default_state)`` for an .osim file, loaded once per process and file version
+    (a batch of trials, and the long-lived workers, reuse it). Errors as
+    :func:`osim_model.load_model`.
     """
-    import opensim as osim
-
     path = os.fspath(path)
-    if not Path(path).is_file():
-        raise ModelError("model file not found" if not Path(path).exists() else "not a file",
-                         path)
-    key = _model_key(path)
-    hit = _MODEL_CACHE.get(key)
+    key = _model_key(path) if Path(path).is_file() else None
+    hit = _MODEL_CACHE.get(key) if key else None
     if hit is not None:
         return hit
-    osim.Logger.setLevelString("error")  # OpenSim logs every missing mesh; kinevid stays quiet
-    try:
-        model = osim.Model(path)
-        state = model.initSystem()
-    except Exception as exc:  # OpenSim raises RuntimeError carrying its own message
-        msg = str(exc).strip().splitlines()
-        raise ModelError(f"OpenSim cannot load the model: {msg[0] if msg else exc}", path) \
-            from None
+    model = osim_model.load_model(path)
+    entry = (model, model.getWorkingState())
     if len(_MODEL_CACHE) >= 4:
         _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
-    _MODEL_CACHE[key] = (model, state)
-    return model, state
+    _MODEL_CACHE[key] = entry
+    return entry
 
 
 def _markers_table(problem: IKProblem):

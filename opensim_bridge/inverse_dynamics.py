@@ -23,7 +23,8 @@ import time as _time
 import warnings
 from pathlib import Path
 
-from .errors import InputError, KinevidError, ModelError
+from .errors import InputError, KinevidError
+from .osim_model import first_line, load_model
 from .external_loads import (Assignment, build_external_loads, check_loads, load_external_loads,
                              read_grf)
 
@@ -49,26 +50,6 @@ class IDResult:
     lowpass_hz: float | None
     assignments: list[Assignment] = dataclasses.field(default_factory=list)  # auto GRF only
     warnings: list[str] = dataclasses.field(default_factory=list)
-
-
-def load_model(path):
-    """``osim.Model`` from a file, or :class:`ModelError` naming it."""
-    import opensim as osim
-
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise ModelError("model file not found", path)
-    try:
-        model = osim.Model(str(path))
-        model.initSystem()
-    except RuntimeError as exc:
-        raise ModelError(f"OpenSim cannot load this model: {_first_line(exc)}", path) from exc
-    return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_motion(model, motion, motion_path) -> list[str]:
@@ -188,7 +169,7 @@ def run_id(model, motion, out_dir, *, grf=None, loads=None, lowpass_hz: float | 
         try:
             ok = tool.run()
         except RuntimeError as exc:
-            raise InputError(f"OpenSim's InverseDynamicsTool failed: {_first_line(exc)}",
+            raise InputError(f"OpenSim's InverseDynamicsTool failed: {first_line(exc)}",
                              motion_path) from exc
         produced = scratch / ID_FILE
         if not ok or not produced.is_file():
@@ -247,7 +228,7 @@ def id_from_setup(setup_xml, out_dir, *, model=None, motion=None, loads=None, gr
     try:
         tool = osim.InverseDynamicsTool(str(setup))
     except RuntimeError as exc:
-        raise InputError(f"OpenSim cannot read this setup file: {_first_line(exc)}",
+        raise InputError(f"OpenSim cannot read this setup file: {first_line(exc)}",
                          setup) from exc
     model_path = _resolve(setup, tool.getModelFileName(), "model_file", model)
     motion_path = _resolve(setup, tool.getCoordinatesFileName(), "coordinates_file", motion)

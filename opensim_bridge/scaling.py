@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import InputError, KinevidError, ModelError
+from .osim_model import first_line, load_model
 
 MODEL_FILE = "model_scaled.osim"
 SETUP_FILE = "scale_setup.xml"
@@ -61,28 +62,11 @@ class Measurement:
     axes: str = "XYZ"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _existing(path, what: str, error=InputError) -> Path:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise error(f"{what} not found", path)
     return path
-
-
-def _load_model(path):
-    import opensim as osim
-
-    path = _existing(path, "model file", ModelError)
-    try:
-        model = osim.Model(str(path))
-        model.initSystem()
-    except RuntimeError as exc:
-        raise ModelError(f"OpenSim cannot load this model: {_first_line(exc)}", path) from exc
-    return model
 
 
 def read_scale_factors(path) -> dict[str, tuple[float, float, float]]:
@@ -106,7 +90,7 @@ def read_scale_factors(path) -> dict[str, tuple[float, float, float]]:
 
 
 def _mass_and_bodies(model_path) -> tuple[float, set[str]]:
-    model = _load_model(model_path)
+    model = load_model(model_path)
     bodies = model.getBodySet()
     return (float(sum(bodies.get(i).getMass() for i in range(bodies.getSize()))),
             _model_bodies(model))
@@ -149,7 +133,7 @@ def _run_in(tool, out_dir, scratch, place_markers, keep, before_print, t_start) 
     try:
         ok = tool.run()
     except RuntimeError as exc:
-        raise KinevidError(f"OpenSim's ScaleTool failed: {_first_line(exc)}",
+        raise KinevidError(f"OpenSim's ScaleTool failed: {first_line(exc)}",
                            tool.getDocumentFileName() or None) from exc
     # OpenSim 4.6's ScaleTool.run() returns False whenever the marker placer is not applied,
     # even after writing the scaled model; the files in the fresh scratch folder are the truth.
@@ -242,13 +226,13 @@ def scale_from_setup(setup_xml, out_dir, *, static=None, model=None, marker_set=
     try:
         tool = osim.ScaleTool(str(setup))
     except RuntimeError as exc:
-        raise InputError(f"OpenSim cannot read this setup file: {_first_line(exc)}",
+        raise InputError(f"OpenSim cannot read this setup file: {first_line(exc)}",
                          setup) from exc
     maker, scaler, placer = tool.getGenericModelMaker(), tool.getModelScaler(), tool.getMarkerPlacer()
     model_path = _setup_path(setup, maker.getModelFileName(), "model_file", model)
     if model_path == "Unassigned":
         raise InputError("the setup names no generic model; pass model=", setup)
-    _load_model(model_path)  # a clear ModelError before OpenSim's own message
+    load_model(model_path)  # a clear ModelError before OpenSim's own message
     maker.setModelFileName(model_path)
     maker.setMarkerSetFileName(_setup_path(setup, maker.getMarkerSetFileName(),
                                            "marker_set_file", marker_set))
@@ -332,7 +316,7 @@ def scale_model(model, static_markers, out_dir, *, measurements, mass: float,
     from .trc import read_trc, write_trc
 
     model_path = _existing(model, "model file", ModelError)
-    osim_model = _load_model(model_path)
+    osim_model = load_model(model_path)
     series = static_markers if isinstance(static_markers, KeypointSeries) \
         else read_trc(_existing(static_markers, "static marker file"))
     src = series.source or "static markers"
@@ -442,7 +426,7 @@ def model_segment_lengths(model) -> dict[str, float]:
     ``model``: an ``osim.Model`` or a path.
     """
     if not hasattr(model, "getJointSet"):
-        model = _load_model(model)
+        model = load_model(model)
     state = model.initSystem()
     model.realizePosition(state)
     joints = model.getJointSet()
@@ -469,14 +453,14 @@ def model_height(model, marker_set=None) -> float:
     import opensim as osim
 
     if not hasattr(model, "getMarkerSet"):
-        model = _load_model(model)
+        model = load_model(model)
     if marker_set is not None:
         model = model.clone()
         path = _existing(marker_set, "marker set file")
         try:
             model.updateMarkerSet(osim.MarkerSet(str(path)))
         except RuntimeError as exc:
-            raise InputError(f"OpenSim cannot use this marker set: {_first_line(exc)}",
+            raise InputError(f"OpenSim cannot use this marker set: {first_line(exc)}",
                              path) from exc
     state = model.initSystem()
     model.realizePosition(state)
@@ -505,7 +489,7 @@ def segment_scale_factors(model, lengths: Mapping[str, float], height: float,
     """Per-body uniform scale factors: measured length / model length for measured bodies,
     ``height / model height`` for every other body."""
     if not hasattr(model, "getJointSet"):
-        model = _load_model(model)
+        model = load_model(model)
     src = model.getInputFileName() or None
     bodies = _model_bodies(model)
     model_lengths = model_segment_lengths(model)
@@ -540,7 +524,7 @@ def scale_from_segment_lengths(model, lengths: Mapping[str, float], height: floa
     import opensim as osim
 
     model_path = _existing(model, "model file", ModelError)
-    osim_model = _load_model(model_path)
+    osim_model = load_model(model_path)
     factors = segment_scale_factors(osim_model, lengths, height, model_height_m, marker_set)
     tool = osim.ScaleTool()
     tool.setName("kinevid_segment_scale")

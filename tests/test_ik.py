@@ -2,7 +2,6 @@
 our setup file, per-frame weights, bad input and atomic outputs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
