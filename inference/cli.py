@@ -49,15 +49,17 @@ def _resolve_model(args, out_dir: Path) -> Path:
 
 
 def _cmd_ik(args) -> int:
-    from opensim_bridge.ik import IKSettings, load_ik_settings, run_ik
+    from opensim_bridge import ik_pool
+    from opensim_bridge.ik import run_ik
+    from opensim_bridge.ik_settings import load_ik_settings
     from opensim_bridge.markers import read_markers
 
-    if args.setup and args.weights:
-        raise KinevidError("give either --setup or --weights, not both")
+    # Workers start now so their start-up overlaps reading the inputs.
+    ik_pool.prestart(args.jobs)
     out_dir = Path(args.output)
     markers = read_markers(args.markers)
     settings_file = args.setup or args.weights
-    settings = load_ik_settings(settings_file) if settings_file else IKSettings()
+    settings = load_ik_settings(settings_file) if settings_file else None  # all common markers, weight 1
     model = _resolve_model(args, out_dir)
     with ProgressBar("IK", unit="frames") as bar:
         result = run_ik(model, markers, settings, out_dir, jobs=args.jobs, start=args.start,
