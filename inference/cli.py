@@ -57,7 +57,7 @@ def _cmd_ik(args) -> int:
     # Workers start now so their start-up overlaps reading the inputs.
     ik_pool.prestart(args.jobs)
     out_dir = Path(args.output)
-    markers = read_markers(args.markers)
+    markers = read_markers(args.markers, axes=args.axes)
     settings_file = args.setup or args.weights
     settings = load_ik_settings(settings_file) if settings_file else None  # all common markers, weight 1
     model = _resolve_model(args, out_dir)
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--setup", help="OpenSim IK setup XML: its task weights are used")
     g.add_argument("--weights", help="task weights as TOML ([markers] NAME = w, [coordinates] ...)")
+    p.add_argument("--axes", help="lab-to-OpenSim axis mapping: auto (default for C3D: up axis found "
+                   "from the body), none (default for TRC), or e.g. x,z,-y = OpenSim X,Y,Z from lab x, z, -y")
     p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     _add_time_range(p)
     _add_subject(p)

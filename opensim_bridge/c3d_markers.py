@@ -1,8 +1,8 @@
 """Minimal, correct reading of the marker (POINT) data of a C3D file with the ``c3d`` package.
 
 Only markers: labels, units, validity and time. Analog data, force plates and events are a
-separate, fuller C3D reader's job. Axes are left as the lab recorded them (no mapping to
-OpenSim's Y-up frame here).
+separate, fuller C3D reader's job. Axes are left as the lab recorded them: mapping to
+OpenSim's Y-up frame is done by :func:`opensim_bridge.markers.read_markers` (see axes.py).
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def read_c3d_markers(path: str | os.PathLike) -> KeypointSeries:
 
     Labels come from POINT:LABELS (then POINT:LABELS2, ... for files with more than 255
     points), stripped, limited to the first POINT:USED. Samples with a negative residual are
-    missing (NaN). Time is ``(first_frame - 1 + i) / POINT:RATE`` with the header's 1-based first
-    frame, i.e. seconds since the start of the capture (as ezc3d reports it).
+    missing (NaN), as are samples at exactly (0, 0, 0) (a lost marker for some writers). Time is
+    ``(first_frame - 1 + i) / POINT:RATE`` with the header's 1-based first frame, i.e. seconds since the start of the capture (as ezc3d reports it).
     """
     import c3d
 
@@ -97,6 +97,9 @@ def read_c3d_markers(path: str | os.PathLike) -> KeypointSeries:
     block = np.stack(frames)  # (n, used, 4): x, y, z, residual
     data = block[:, :, :3].copy()
     data[block[:, :, 3] < 0] = np.nan
+    # Some writers (Vicon) mark a lost marker with exactly (0, 0, 0) and a residual of 0; a real
+    # marker never sits exactly on the lab origin, and JA1's own TRC leaves such samples blank.
+    data[(block[:, :, :3] == 0).all(axis=2)] = np.nan
     data[~np.isfinite(data).all(axis=2)] = np.nan
     if np.isnan(data).all():
         raise InputError("no marker has any valid sample (every residual is negative)", src)

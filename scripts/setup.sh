@@ -21,7 +21,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # downloading a multi-GB CUDA build.
 "${pip[@]}" install -q "torch==2.13.0"
 "${pip[@]}" install -q "numpy>=2.1,<3" "scipy>=1.13" "opensim==4.6" "c3d>=0.6" "ezc3d" "av>=12" \
-  "pytest>=8" "pytest-xdist" "hypothesis" "defusedxml" "tomli-w"
+  "matplotlib>=3.8" "pytest>=8" "pytest-xdist" "hypothesis" "defusedxml" "tomli-w"
 "${pip[@]}" install -q --no-deps -e .
 echo "$want" > "$stamp"
 echo "kinevid setup: done ($venv)"
