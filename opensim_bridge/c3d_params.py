@@ -211,11 +211,11 @@ def read_parameters(buf: bytes, start: int, dtypes, src: str) -> Parameters:
         pos = nxt
 
     params: dict = {}
+    orphans: dict[int, int] = {}
     for gid, name, body in raw_params:
         group = groups.get(gid)
         if group is None:
-            warnings_.append(f"parameter {name!r} belongs to group id {gid}, which has no name; "
-                             f"ignored")
+            orphans[gid] = orphans.get(gid, 0) + 1
             continue
         key = f"{group}:{name}"
         if key in params:
@@ -235,4 +235,7 @@ def read_parameters(buf: bytes, start: int, dtypes, src: str) -> Parameters:
                              f"{len(p.bytes)}; ignored")
             continue
         params[key] = p
+    for gid, count in orphans.items():
+        warnings_.append(f"{count} parameters belong to group id {gid}, which has no name; "
+                         f"ignored")
     return Parameters(dtypes, params, groups, warnings_)

@@ -67,6 +67,8 @@ class C3DData:
     first_frame: int                  # 1-based, as in the header
     n_frames: int
     point_time: np.ndarray            # (n_frames,) seconds
+    point_labels: tuple[str, ...]     # all POINT:USED labels (markers and model outputs)
+    points: np.ndarray                # (n_frames, used, 3) in the file's units, NaN = invalid
     model_outputs: dict[str, dict[str, np.ndarray]]   # group -> label -> (n_frames, 3)
     model_output_units: dict[str, str]
     analog: AnalogData | None
@@ -198,7 +200,8 @@ def read_c3d(path: str | os.PathLike, *, force_threshold: float = 20.0,
         raise C3DError(f"corrupt or unsupported C3D file ({type(exc).__name__}: {exc})",
                        src) from exc
     for note in data.warnings:
-        log.warning("%s: %s", src, note)
+        # Renamed labels change what the user will look for; the rest is detail for `info`.
+        (log.warning if "renamed" in note else log.info)("%s: %s", src, note)
     return data
 
 
@@ -308,6 +311,8 @@ def _read(buf: bytes, src: str, force_threshold: float, zero_baseline: bool) -> 
     factor = {"m": 1.0, "cm": 0.01, "mm": 0.001}[unit]
 
     events = _events(header, params, notes)
+    all_points = points_xyz.copy()
+    all_points[~point_valid] = np.nan
     markers = None
     if marker_idx:
         xyz = points_xyz[:, marker_idx] * factor
@@ -323,7 +328,8 @@ def _read(buf: bytes, src: str, force_threshold: float, zero_baseline: bool) -> 
                                force_threshold=force_threshold, zero_baseline=zero_baseline)
     return C3DData(
         path=src, markers=markers, point_rate=float(rate), first_frame=first, n_frames=n_frames,
-        point_time=time, model_outputs=model_outputs, model_output_units=out_units,
+        point_time=time, point_labels=tuple(labels), points=all_points,
+        model_outputs=model_outputs, model_output_units=out_units,
         analog=analog, force_plates=plates, events=events,
         manufacturer=_guess_manufacturer(params), processor=processor,
         format="float" if is_float else "integer", point_scale=float(scale),

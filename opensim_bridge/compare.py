@@ -59,6 +59,8 @@ MODEL_OUTPUT_GROUPS = {"ANGLES": "ANGLE_UNITS", "MOMENTS": "MOMENT_UNITS", "POWE
 _DEFAULT_GROUP_UNITS = {"ANGLES": "deg", "MOMENTS": "Nmm", "POWERS": "W", "FORCES": "N",
                         "REACTIONS": "N"}
 _COMPONENTS = ("X", "Y", "Z")
+#: A channel's peak correlation is capped here before its weight r^2/(1-r^2) (infinite at 1).
+_R_CAP = 0.999
 
 
 # =========================================================================== results
@@ -489,8 +491,7 @@ def estimate_lag(t_ours: np.ndarray, ours: np.ndarray, t_lab: np.ndarray, lab: n
     gl = interp_nan(t_lab, lab, grid)
     max_lag = int(round(max_lag_s * rate))
     max_lag = min(max_lag, len(grid) - 1)
-    num = np.zeros(2 * max_lag + 1)   # sum over channels of N_c(k) * r_c(k)
-    den = np.zeros(2 * max_lag + 1)   # sum over channels of N_c(k)
+    curves, counts = [], []          # per channel: r_c(k), N_c(k)
     for c in range(go.shape[1]):
         a, b = go[:, c], gl[:, c]
         ma, mb = np.isfinite(a), np.isfinite(b)
@@ -511,18 +512,29 @@ def estimate_lag(t_ours: np.ndarray, ours: np.ndarray, t_lab: np.ndarray, lab: n
             va = saa - sa * sa / n
             vb = sbb - sb * sb / n
             r = cov / np.sqrt(va * vb)
-        scale_a = float(np.sum(a0 * a0))
-        scale_b = float(np.sum(b0 * b0))
-        ok = (n >= 3) & (va > 1e-12 * scale_a) & (vb > 1e-12 * scale_b) & np.isfinite(r)
-        num += np.where(ok, n * np.clip(r, -1, 1), 0.0)
-        den += np.where(ok, n, 0.0)
-    if not np.any(den > 0):
+        ok = ((n >= 3) & (va > 1e-12 * float(np.sum(a0 * a0)))
+              & (vb > 1e-12 * float(np.sum(b0 * b0))) & np.isfinite(r))
+        curves.append(np.where(ok, np.clip(r, -1.0, 1.0), 0.0))
+        counts.append(np.where(ok, n, 0.0))
+    if not curves:
         raise InputError("cannot align in time: no paired channel varies over the common time "
                          "(use --no-align)", source)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pooled = num / den
+    curves, counts = np.array(curves), np.array(counts)
+    den = counts.sum(axis=0)
     candidates = den >= 0.5 * den.max()
-    score = np.where(candidates, pooled, -np.inf)
+    # Weight each channel by its signal-to-noise ratio r^2 / (1 - r^2) at its own best lag:
+    # a channel that is mostly noise (a nearly still coordinate) correlates at random and
+    # would drag the pooled peak.
+    peak = np.clip(np.where(candidates, curves, -1.0).max(axis=1), 0.0, _R_CAP)
+    weight = counts * (peak * peak / (1.0 - peak * peak))[:, None]
+    if not np.any(weight.sum(axis=0)[candidates] > 0):
+        raise InputError("cannot align in time: no paired channel correlates positively at any "
+                         "lag (a sign flip? give scale = -1 in a mapping file, or --no-align)",
+                         source)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = (weight * curves).sum(axis=0) / weight.sum(axis=0)
+    candidates = den >= 0.5 * den.max()
+    score = np.where(candidates & np.isfinite(pooled), pooled, -np.inf)
     i = int(np.argmax(score))
     delta = 0.0
     if 0 < i < len(score) - 1 and candidates[i - 1] and candidates[i + 1]:
