@@ -166,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_subject(p)
     p.add_argument("-o", "--output", required=True, help="output .osim file")
     p.set_defaults(func=_cmd_model)
+
+    _add_command_modules(sub)
     return parser
+
+
+def _add_command_modules(sub) -> None:
+    """Subcommands that live in their own modules under ``inference/commands``."""
+    from .commands.compare import add_compare_parser
+
+    add_compare_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,7 +124,8 @@ class VideoSource:
         try:
             return av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot open as a video: {exc}", self.path) from exc
+            raise InputError(f"cannot open as a video (not a video, or damaged: a cut MP4 whose "
+                             f"index is at its end cannot be read at all): {exc}", self.path) from exc
 
     def _probe_file(self, fps_override: float | None) -> VideoInfo:
         container = self._open_container()
@@ -262,11 +263,20 @@ class VideoSource:
                 warnings.warn(f"{self.path}: decoding stopped {where}: {exc}", TruncatedVideoWarning,
                               stacklevel=3)
                 return
+            # No error from FFmpeg does not mean the whole file was read: a cut file often just
+            # ends. Compare with what the header announces (frame count, else duration).
             expected = self.info.n_frames if stream.frames else 0
+            duration = self.info.duration
+            short = ""
             if expected and index < expected:
+                short = f"the file announces {expected} frames"
+            elif (not expected and math.isfinite(duration) and last_t is not None
+                  and last_t + max(3 * dt, 0.05 * duration) < duration):
+                short = f"the file announces {duration:.3f} s"
+            if short:
                 where = f"after frame {index - 1} ({last_t:.3f} s)" if index else "before the first frame"
-                warnings.warn(f"{self.path}: decoding stopped {where}; the file announces "
-                              f"{expected} frames (truncated file?)", TruncatedVideoWarning, stacklevel=3)
+                warnings.warn(f"{self.path}: decoding stopped {where}; {short} (truncated file?)",
+                              TruncatedVideoWarning, stacklevel=3)
         finally:
             container.close()
 

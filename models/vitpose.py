@@ -140,7 +140,8 @@ class ViTBackbone(nn.Module):
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, patch_padding)
         # One vector per patch: the official class-token slot is folded in (see module doc).
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], embed_dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+        # Python arithmetic, not torch.linspace, so the model can be built on the meta device.
+        rates = [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], norm_eps) for i in range(depth))
         self.last_norm = nn.LayerNorm(embed_dim, eps=norm_eps)

@@ -1,10 +1,11 @@
 """Force platforms of a C3D file (FORCE_PLATFORM group, types 1-4), in the lab frame.
 
 Sign convention: :attr:`ForcePlate.force` and :attr:`ForcePlate.free_moment` are the ground
-REACTION on the subject (what OpenSim's ExternalLoads apply), i.e. the negation of what the plate
-measures (the "action" of the subject on the plate, which ezc3d's ``force``/``Tz`` report).
-:attr:`ForcePlate.moment` is the reaction moment about the centre of the plate's surface. Units
-are N, N·m and metres, at the analog rate.
+REACTION on the subject (what OpenSim's ExternalLoads apply: upward while the subject stands on a
+floor plate), the same vectors as ezc3d's ``force`` and ``Tz`` (checked in the tests on
+sample_10, and against the GRF file made from nimblephysics' JA1 trial).
+:attr:`ForcePlate.moment` is the moment about the centre of the plate's surface (ezc3d's
+``moment``). Units are N, N·m and metres, at the analog rate.
 
 How the plate's outputs become lab-frame vectors:
 
@@ -197,7 +198,8 @@ def _compute(index, ptype, raw, units, corners, origin, cal, length_factor, time
     cop_local = np.column_stack([cx, cy, np.zeros_like(cx)])
     cop = centre + cop_local @ rot.T
     free = np.outer(tz, z)
-    # action (on the plate) -> reaction (on the subject)
+    # The plate's channels, rotated by the corner frame, give the force on the subject
+    # (upward while standing on a floor plate), the same vectors ezc3d reports.
     return ForcePlate(index=index, type=ptype, corners=corners, origin=origin_m, centre=centre,
-                      rotation=rot, channels=(), time=time, force=-(f @ rot.T),
-                      moment=-(mc @ rot.T), cop=cop, free_moment=-free, threshold=threshold)
+                      rotation=rot, channels=(), time=time, force=f @ rot.T,
+                      moment=mc @ rot.T, cop=cop, free_moment=free, threshold=threshold)

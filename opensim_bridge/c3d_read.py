@@ -99,8 +99,13 @@ def _unique(names: list[str], prefix: str, notes: list[str]) -> list[str]:
             renamed.append(f"{name or '(blank)'}->{new}")
         seen.add(new)
         out.append(new)
-    if renamed:
-        notes.append(f"blank or duplicate labels renamed: {', '.join(renamed)}")
+    blanks = [r for r in renamed if r.startswith("(blank)")]
+    dups = [r for r in renamed if not r.startswith("(blank)")]
+    if blanks:
+        notes.append(f"{len(blanks)} blank labels named {prefix}N")
+    if dups:
+        notes.append(f"duplicate labels renamed: {', '.join(dups[:20])}"
+                     + (f" and {len(dups) - 20} more" if len(dups) > 20 else ""))
     return out
 
 
@@ -230,15 +235,28 @@ def _read(buf: bytes, src: str, force_threshold: float, zero_baseline: bool) -> 
     if not (np.isfinite(rate) and rate > 0):
         raise C3DError(f"invalid point rate {rate!r} (POINT:RATE and header)", src)
     n_analog = params.number("ANALOG:USED", None, unsigned=True)
-    n_analog = int(n_analog if n_analog is not None else 0)
+    if n_analog is None:
+        # No ANALOG group: the header's analog values per frame still occupy the data section.
+        hs = int(header.analog_per_frame)
+        n_analog = header.analog_count // hs if hs > 0 else 0
+        if n_analog:
+            notes.append(f"ANALOG:USED is missing; the header's {header.analog_count} analog "
+                         f"values per frame are read as {n_analog} channels")
+    n_analog = int(n_analog)
     spf = int(header.analog_per_frame) if n_analog else 0
     analog_rate = params.number("ANALOG:RATE", None)
     if n_analog:
         if analog_rate is None or not (np.isfinite(analog_rate) and analog_rate > 0):
             notes.append("ANALOG:RATE is missing; using the header's samples per frame")
             analog_rate = spf * rate
-        if spf <= 0:
-            spf = int(round(analog_rate / rate))
+        ratio = int(analog_rate / rate + 1e-6)
+        if ratio > 0 and ratio != spf:
+            # ANALOG:RATE / POINT:RATE describes the data section's layout in files whose
+            # header disagrees (e.g. EVaRT's evart.c3d: header 17, data laid out with 16),
+            # as ezc3d and the c3d package read it.
+            notes.append(f"header says {spf} analog samples per frame, ANALOG:RATE / "
+                         f"POINT:RATE gives {ratio}; {ratio} is used")
+            spf = ratio
         if spf <= 0:
             raise C3DError(f"{n_analog} analog channels but no analog samples per frame", src)
         if header.analog_count and header.analog_count != n_analog * spf:
@@ -249,10 +267,6 @@ def _read(buf: bytes, src: str, force_threshold: float, zero_baseline: bool) -> 
     if n_frames <= 0:
         raise C3DError(f"no frames (first frame {first}, last frame {last})", src)
     word = 4 if is_float else 2
-    point_bytes = 4 * used * word
-    frame_bytes = point_bytes + n_analog * spf * word
-    if frame_bytes == 0:
-        raise C3DError("the file holds neither points nor analog channels", src)
     data_block = params.number("POINT:DATA_START", None, unsigned=True)
     if data_block is None or data_block < 2 or (data_block - 1) * 512 >= len(buf):
         data_block = header.data_block
@@ -263,6 +277,18 @@ def _read(buf: bytes, src: str, force_threshold: float, zero_baseline: bool) -> 
     available = len(buf) - data_start
     if data_start <= pstart or available <= 0:
         raise C3DError(f"data section (block {int(data_block)}) lies outside the file", src)
+    point_bytes = 4 * used * word
+    frame_bytes = point_bytes + n_analog * spf * word
+    alt = 4 * int(header.point_count) * word + n_analog * spf * word
+    if n_frames * frame_bytes > available and used != header.point_count \
+            and 0 < n_frames * alt <= available:
+        # POINT:USED disagrees with the header and only the header's count fits the file.
+        notes.append(f"POINT:USED ({used}) does not fit the data section; the header's point "
+                     f"count ({header.point_count}) does and is used")
+        used = int(header.point_count)
+        point_bytes, frame_bytes = 4 * used * word, alt
+    if frame_bytes == 0:
+        raise C3DError("the file holds neither points nor analog channels", src)
     if n_frames * frame_bytes > available:
         whole = available // frame_bytes
         raise C3DError(f"declares {n_frames} frames of {frame_bytes} bytes "
@@ -302,6 +328,11 @@ def _read(buf: bytes, src: str, force_threshold: float, zero_baseline: bool) -> 
     if not unit_text:
         notes.append("POINT:UNITS is empty; millimetres assumed (the C3D convention)")
         unit_text = "mm"
+    # Some writers cut the unit to 4 characters ("mete" for metres).
+    cut = {"mete": "m", "metr": "m", "mill": "mm", "cent": "cm"}.get(unit_text.lower()[:4])
+    if cut and unit_text.lower() not in ("m", "mm", "cm"):
+        notes.append(f"POINT:UNITS {unit_text!r} read as {cut!r}")
+        unit_text = cut
     try:
         unit = normalise_unit(unit_text.lower())
         if unit == "px":
@@ -386,6 +417,16 @@ def _decode_analog(raw: np.ndarray, channels: int, spf: int, is_float: bool,
     if o is not None and o.size:
         k = min(channels, o.size)
         offsets[:k] = o[:k]
+    if not unsigned and (offsets < 0).any() and len(values):
+        # Offsets near 32768 do not fit a signed 16-bit parameter; some writers store them
+        # wrapped (32768 -> -32768) for raw ADC values in 0..65535. An offset exists to bring its
+        # channel near zero, so each negative one is read unsigned when that does so.
+        med = np.median(values, axis=0)
+        wrapped = (offsets < 0) & (np.abs(med - (offsets + 65536)) < np.abs(med - offsets))
+        if wrapped.any():
+            offsets = np.where(wrapped, offsets + 65536, offsets)
+            notes.append(f"{int(wrapped.sum())} negative ANALOG:OFFSET values read as unsigned "
+                         f"(they centre their channels only that way)")
     values = (values - offsets) * (scales * gen)
     labels = params.strings_continued("ANALOG:LABELS")[:channels]
     labels += [""] * (channels - len(labels))
