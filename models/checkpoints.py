@@ -338,6 +338,9 @@ def import_checkpoint(path: str | os.PathLike, *, name: str | None = None, trust
         arch = infer_architecture(read_state_dict(src))
         spec = WeightSpec(name=name, url=None, sha256=digest, source=f"imported from {src}",
                           licence="unknown (user-provided file)", **arch)
+        warnings.warn(f"{name}: registered a user-provided ViTPose-{arch['variant'].upper()} "
+                      f"({arch['head']} head, {arch['num_keypoints']} keypoints, UDP decoding "
+                      f"assumed); pinned sha256 {digest}", stacklevel=2)
     # The file must load as a checkpoint of this architecture before it enters the cache.
     model = build_model(spec)
     checkpoint_filter_fn(read_state_dict(src), model, moe_expert=spec.moe_expert)

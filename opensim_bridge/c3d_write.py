@@ -562,8 +562,8 @@ def write_c3d(path: str | os.PathLike, *, markers: KeypointSeries | None = None,
         analog = np.zeros((n, 0, 0))
 
     # ----- assemble
-    # The writer checks analog rate / point rate is whole in float32, the rates' stored type.
-    writer = _writer_class()(point_rate=rate, analog_rate=float(np.float32(rate)) * per_frame, point_scale=-1.0,
+    rate = _storable_rate(rate, per_frame)
+    writer = _writer_class()(point_rate=rate, analog_rate=rate * per_frame, point_scale=-1.0,
                              point_units="mm")
     writer.set_start_frame(first)
     pg = writer.point_group
@@ -621,6 +621,20 @@ def write_c3d(path: str | os.PathLike, *, markers: KeypointSeries | None = None,
     log.info("wrote %s: %d points, %d force plates, %d events, %d frames at %g Hz",
              path, len(labels), len(plates), len(events), n, rate)
     return path
+
+
+def _storable_rate(rate: float, per_frame: int) -> float:
+    """``rate`` such that float32(rate) x ``per_frame`` is exact in float32.
+
+    Readers find the analog samples per frame as ANALOG:RATE / POINT:RATE, both float32, and
+    ezc3d truncates: 599.40057 / 59.940060 = 9.99999 would give 9 and misread every frame.
+    Whole rates are already exact; others lose the few lowest mantissa bits (a relative change
+    below 1e-6)."""
+    if rate == round(rate) or per_frame <= 1:
+        return float(np.float32(rate))
+    bits = 24 - int(math.ceil(math.log2(per_frame + 1)))
+    mantissa, exponent = math.frexp(rate)
+    return math.ldexp(round(mantissa * 2 ** bits) / 2 ** bits, exponent)
 
 
 def _axis_name(v: np.ndarray) -> str:

@@ -22,6 +22,12 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q "torch==2.13.0"
 "${pip[@]}" install -q "numpy>=2.1,<3" "scipy>=1.13" "opensim==4.6" "c3d>=0.6" "ezc3d" "av>=12" \
   "matplotlib>=3.8" "pytest>=8" "pytest-xdist" "hypothesis" "defusedxml" "tomli-w"
+# mediapipe 0.10.21 carries the BlazePose weights in its wheel and works with numpy 2, but its
+# metadata pins numpy<2: install it without dependencies, then the few it needs at run time.
+# (Newer mediapipe releases dropped the `solutions` API kinevid uses.)
+"${pip[@]}" install -q --no-deps "mediapipe==0.10.21"
+"${pip[@]}" install -q "absl-py" "attrs>=19.1" "flatbuffers>=2.0" "protobuf>=4.25.3,<5" \
+  "opencv-python-headless>=4.10" "sentencepiece"
 "${pip[@]}" install -q --no-deps -e .
 echo "$want" > "$stamp"
 echo "kinevid setup: done ($venv)"

@@ -426,3 +426,35 @@ def test_cli_from_opensim(tmp_path, capsys):
     none = parser.parse_args(["from-opensim", "-o", str(out)])
     with pytest.raises(InputError, match="at least one"):
         none.func(none)
+
+
+def test_ntsc_rate_many_points_and_analog_grid(tmp_path):
+    """59.94 Hz with 10 analog samples per frame (ezc3d truncates ANALOG:RATE / POINT:RATE, so
+    the float32 rates must divide exactly) and 300 markers (POINT:LABELS2 beyond 255)."""
+    from opensim_bridge.timeseries import KeypointSeries
+
+    rate, n, k = 60000 / 1001, 40, 10
+    t = (5 + np.arange(n)) / rate
+    rng = np.random.default_rng(1)
+    series = KeypointSeries(t, [f"M{i}" for i in range(300)],
+                            rng.normal(size=(n, 300, 3)) + [0, 1, 0], source="generated")
+    tg = t[0] + np.arange(n * k) / (rate * k)
+    cols = [f"ground_force_v{a}" for a in "xyz"] + [f"ground_force_p{a}" for a in "xyz"]
+    grf = np.zeros((n * k, 6))
+    grf[:, 1] = 700.0
+    grf[:, 3] = 0.3 + 0.1 * np.sin(10 * tg)
+    grf[:, 5] = 0.1
+    path = write_c3d(tmp_path / "ntsc.c3d", markers=series, grf=Table(tg, cols, grf))
+    e = ezc3d.c3d(str(path), extract_forceplat_data=True)
+    pp = e["parameters"]["POINT"]
+    assert pp["LABELS"]["value"] + pp["LABELS2"]["value"] == list(series.names)
+    assert pp["RATE"]["value"][0] == pytest.approx(rate, rel=1e-6)
+    assert e["header"]["points"]["first_frame"] == 5  # ezc3d counts from 0: frame 6 = 5/rate s
+    np.testing.assert_allclose(e["data"]["points"][:3].transpose(2, 1, 0),
+                               1000 * series.data @ LAB.T, atol=1e-3)
+    cop = e["data"]["platform"][0]["center_of_pressure"]
+    assert cop.shape[1] == n * k
+    np.testing.assert_allclose(cop[0], 1000 * grf[:, 3], atol=1e-3)
+    np.testing.assert_allclose(cop[1], -1000 * grf[:, 5], atol=1e-3)
+    reader, points, analog = _read_c3d(path)
+    assert reader.first_frame == 6 and len(points) == n and analog.shape[1:] == (6, k)
