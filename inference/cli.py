@@ -173,8 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_command_modules(sub) -> None:
     """Subcommands that live in their own modules under ``inference/commands``."""
+    from .commands import c3d_export
     from .commands.compare import add_compare_parser
 
+    p = sub.add_parser("c3d", help="C3D files: convert to and from OpenSim, summarise",
+                       description="C3D input and output for labs' motion-capture data.")
+    c3d_sub = p.add_subparsers(dest="c3d_command", required=True, metavar="C3D_COMMAND")
+    c3d_export.add_parsers(c3d_sub)
     add_compare_parser(sub)
 
 

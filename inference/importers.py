@@ -39,8 +39,8 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -74,8 +74,8 @@ def _timeline(frames: Sequence[int], fps: float | None, video, path) -> tuple[np
         if frames.size and frames.max() >= len(times):
             raise InputError(f"frame {int(frames.max())} is beyond the {len(times)} frames of "
                              f"the video {src.info.path}", path)
-        return times[frames], dict(video_size=(src.info.width, src.info.height),
-                                   rotation=src.info.rotation, source=str(src.info.path))
+        return times[frames], {"video_size": (src.info.width, src.info.height),
+                               "rotation": src.info.rotation, "source": str(src.info.path)}
     fps = DEFAULT_FPS if fps is None else float(fps)
     if not (fps > 0 and math.isfinite(fps)):
         raise InputError(f"frame rate must be positive, got {fps}", path)
@@ -108,19 +108,32 @@ def _frame_number(name: str) -> int | None:
 def guess_openpose_layout(people: Sequence[np.ndarray]) -> str:
     """BODY_25 or BODY_25B for 25-point OpenPose detections.
 
-    The two share a count but not an order. In BODY_25 point 1 is the neck and 15 an eye, so
-    the nose is far from point 1 and near point 15; in BODY_25B point 1 is an eye and 15 an
-    ankle, the other way round. The median log-ratio over all people decides."""
-    ratios = []
+    The two share a count but not an order; two geometric cues tell them apart, each a
+    log-ratio that is positive for BODY_25 and negative for BODY_25B:
+
+    * head: in BODY_25 point 1 is the neck and 15 an eye, so the nose is far from point 1 and
+      near point 15; in BODY_25B point 1 is an eye and 15 an ankle - the other way round.
+    * legs: in BODY_25 points 13, 14, 19 are left knee, left ankle, left big toe, so 14 is
+      nearer 19 (a foot) than 13 (a shank); in BODY_25B they are left knee, right knee, left big
+      toe, so 14 is nearer 13 (the other knee) than 19. This one also works for people seen
+      from behind, whose nose is often undetected.
+
+    The median over every available cue of every person decides."""
+    feats = []
+
+    def cue(k, a, b, c, d):
+        if min(k[a, 2], k[b, 2], k[c, 2], k[d, 2]) > 0:
+            num, den = np.linalg.norm(k[a, :2] - k[b, :2]), np.linalg.norm(k[c, :2] - k[d, :2])
+            if num > 0 and den > 0:
+                feats.append(math.log(num / den))
+
     for k in people:
-        if k[0, 2] > 0 and k[1, 2] > 0 and k[15, 2] > 0:
-            d1 = np.linalg.norm(k[1, :2] - k[0, :2])
-            d15 = np.linalg.norm(k[15, :2] - k[0, :2])
-            if d1 > 0 and d15 > 0:
-                ratios.append(math.log(d1 / d15))
-    if not ratios:
-        raise ValueError("no detection with nose, point 1 and point 15 to tell BODY_25 from BODY_25B")
-    return "body25" if float(np.median(ratios)) > 0 else "body25b"
+        cue(k, 1, 0, 15, 0)
+        cue(k, 14, 13, 14, 19)
+    if not feats:
+        raise ValueError("no detection shows the nose or the legs well enough to tell BODY_25 "
+                         "from BODY_25B; pass layout=")
+    return "body25" if float(np.median(feats)) > 0 else "body25b"
 
 
 def read_openpose(folder: str | os.PathLike, layout: str | None = None, fps: float | None = None,

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -151,7 +152,7 @@ _COCO_EDGES = _FACE_HEAD + [("left_ear", "left_shoulder"), ("right_ear", "right_
 
 
 def _chain(names: Sequence[str], closed: bool = False) -> list[tuple[str, str]]:
-    pairs = list(zip(names[:-1], names[1:]))
+    pairs = list(itertools.pairwise(names))
     return pairs + [(names[-1], names[0])] if closed else pairs
 
 
@@ -307,7 +308,7 @@ def get_layout(layout: str | Layout) -> Layout:
 
 
 # ---------------------------------------------------------------------- conversion
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mapping(src: str, dst: str) -> tuple[tuple[int, ...] | None, ...]:
     """For each keypoint of ``dst``: the ``src`` indices averaged to make it (one index = a plain
     copy), or None when it can be neither copied nor derived. Derived joints are flattened to
@@ -315,7 +316,7 @@ def mapping(src: str, dst: str) -> tuple[tuple[int, ...] | None, ...]:
     return tuple(None if w is None else tuple(sorted(w)) for w in mapping_weights(src, dst))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mapping_weights(src: str, dst: str) -> tuple[dict[int, float] | None, ...]:
     """For each keypoint of ``dst``: {src index: weight} (weights sum to 1), or None."""
     s, d = get_layout(src), get_layout(dst)

@@ -41,8 +41,8 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -59,8 +59,8 @@ _ARRAY_DOC = {
     "frames": ("int64", "(n,)", "frame index in the video"),
     "time": ("float64", "(n,)", "frame time in seconds, strictly increasing"),
     "person_ids": ("int64", "(P,)", "track ids"),
-    "keypoints": ("float32", "(P, n, K, 2)", "x, y in pixels of the upright frame, origin top-left, "
-                                             "y down; NaN = missing"),
+    "keypoints": ("float32", "(P, n, K, 2)",
+                  "x, y in pixels of the upright frame, origin top-left, y down; NaN = missing"),
     "confidence": ("float32", "(P, n, K)", "confidence in [0, 1]; 0 = missing"),
 }
 
@@ -105,7 +105,7 @@ class Pose2D:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_arrays(cls, frames, time, person_ids: Iterable[int], keypoints: np.ndarray,
-                    confidence: np.ndarray | None, layout: str, **meta) -> "Pose2D":
+                    confidence: np.ndarray | None, layout: str, **meta) -> Pose2D:
         """Build from stacked arrays: keypoints (P, n, K, 2) px, confidence (P, n, K) or None
         (None means 1 where a keypoint exists). Confidence is forced to 0 where a point is NaN."""
         source = meta.get("source")
@@ -133,7 +133,7 @@ class Pose2D:
 
     @classmethod
     def from_detections(cls, frames, time, detections: Sequence[np.ndarray], layout: str,
-                        ids: Sequence[Sequence[int]] | None = None, **meta) -> "Pose2D":
+                        ids: Sequence[Sequence[int]] | None = None, **meta) -> Pose2D:
         """Build from per-frame detections: ``detections[t]`` is (P_t, K, 3) (x, y, confidence).
 
         With ``ids`` (one id per detection, per frame) the detections are tracks already;
@@ -211,10 +211,10 @@ class Pose2D:
             self._fail("no subject selected in this 2D result")
         return self.tracks[self.subject]
 
-    def with_subject(self, person_id: int | None) -> "Pose2D":
+    def with_subject(self, person_id: int | None) -> Pose2D:
         return self._replace(subject=person_id)
 
-    def to_layout(self, layout: str) -> "Pose2D":
+    def to_layout(self, layout: str) -> Pose2D:
         """The same tracks re-expressed in another keypoint layout (see :func:`layouts.convert`)."""
         dst = get_layout(layout).name
         kp, conf = convert(self.keypoints(), self.confidence(), self.layout, dst)
@@ -222,10 +222,10 @@ class Pose2D:
                                   **self._meta())
 
     def _meta(self) -> dict:
-        return dict(video_size=self.video_size, rotation=self.rotation, source=self.source,
-                    model=self.model, subject=self.subject, extra=self.extra)
+        return {"video_size": self.video_size, "rotation": self.rotation, "source": self.source,
+                "model": self.model, "subject": self.subject, "extra": self.extra}
 
-    def _replace(self, **changes) -> "Pose2D":
+    def _replace(self, **changes) -> Pose2D:
         meta = self._meta()
         meta.update(changes)
         return Pose2D(self.frames, self.time, self.tracks, self.layout, **meta)

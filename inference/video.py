@@ -29,9 +29,10 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple, Self
 
 import av
 import numpy as np
@@ -87,7 +88,7 @@ def _quarter_turns(rotation: float, path: str) -> int:
     """Counter-clockwise quarter turns that make a frame with this display rotation upright."""
     if rotation is None or not math.isfinite(rotation):
         return 0
-    k = int(round(rotation / 90.0))
+    k = round(rotation / 90.0)
     if abs(rotation - 90.0 * k) > 1.0:
         warnings.warn(f"{path}: display rotation {rotation:g} degrees is not a multiple of 90; "
                       f"rounded to {90 * k % 360}", stacklevel=3)
@@ -157,7 +158,7 @@ class VideoSource:
             if stream.frames:
                 n = int(stream.frames)
             elif math.isfinite(duration) and math.isfinite(fps):
-                n = int(round(duration * fps))
+                n = round(duration * fps)
             else:
                 n = 0
             self._k = k
@@ -308,7 +309,7 @@ class VideoSource:
                 f"{i.codec}, rotation {i.rotation})")
 
     # Context-manager form for symmetry with files; nothing is held open between reads.
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

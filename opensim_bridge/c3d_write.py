@@ -147,9 +147,11 @@ def resample_table(table: Table, time: np.ndarray, tolerance: float = 1e-3) -> T
         if ok.sum() >= 2:
             data[inside, k] = np.interp(tq, table.time[ok], col[ok])
             # Do not bridge gaps: a query between two samples where either is NaN stays NaN.
-            idx = np.clip(np.searchsorted(table.time, tq), 1, len(table) - 1)
-            exact = np.isclose(table.time[idx - 1], tq, atol=1e-12)
-            gap = ~(ok[idx] & ok[idx - 1]) & ~(exact & ok[idx - 1])
+            right = np.clip(np.searchsorted(table.time, tq, side="right"), 1, len(table) - 1)
+            left = right - 1
+            on_sample = ((np.isclose(table.time[left], tq, rtol=0, atol=1e-9) & ok[left])
+                         | (np.isclose(table.time[right], tq, rtol=0, atol=1e-9) & ok[right]))
+            gap = ~(ok[left] & ok[right]) & ~on_sample
             sub = data[inside, k]
             sub[gap] = np.nan
             data[inside, k] = sub
@@ -219,10 +221,14 @@ def _plates(grf: Table, lab: np.ndarray, n_analog: int, offset: int) -> list[Vir
     :data:`LOADED_N` are left out. Each plate lies in the floor plane at the median height of its
     loaded centres of pressure, with the lab's horizontal axes (plate X = lab image of OpenSim X,
     plate Z pointing down, as on AMTI/Kistler plates), big enough to contain every loaded CoP
-    plus :data:`PLATE_MARGIN_M` (the CoPs a reader computes, see below). Its channels hold the wrench of the force applied by the subject
-    on the plate about the plate's origin, so a reader computing CoP = (-My/Fz, Mx/Fz) in plate
-    coordinates recovers the point where the force's line of action meets the plate (the input
-    CoP when the torque is a pure free moment about the vertical).
+    plus :data:`PLATE_MARGIN_M` (the CoPs a reader computes, see below). Its channels hold the
+    wrench of the force applied by the subject on the plate (minus the GRF: what a type-2 plate
+    measures; ezc3d reports it so) about the plate's origin, the centre of its top surface
+    (ORIGIN = 0, which leaves no room for the sign conventions tools disagree on). A reader
+    computing CoP = (-My/Fz, Mx/Fz) in plate coordinates then recovers the point where the
+    force's line of action meets the plate: the input CoP when the torque is a free moment about
+    the vertical (as from real plates), shifted when the GRF file's torque has horizontal parts
+    (Gait2354's left foot), which is the same wrench, so inverse dynamics is unchanged.
 
     GRF sample ``j`` goes to analog sample ``offset + j``; samples outside the GRF's range are
     zero (unloaded plate)."""
@@ -339,9 +345,20 @@ def _string(group, name, desc, value: str):
     _add(group, name, desc, -1, [len(data)], data)
 
 
-def _chunked_strings(group, name, desc, values: Sequence[str]):
-    """LABELS, LABELS2, LABELS3...: the C3D convention for more than 255 entries."""
-    values = list(values)
+def _chunked_strings(group, name, desc, values: Sequence[str], truncate: bool = False):
+    """LABELS, LABELS2, LABELS3...: the C3D convention for more than 255 entries.
+
+    A parameter holds at most 32767 bytes (its size is a signed 16-bit offset), and a string
+    array stores every entry at the longest one's width: with ``truncate`` (descriptions) the
+    entries are cut to fit, otherwise too long a set is an :class:`InputError`."""
+    values = [str(v) for v in values]
+    width = max([len(v.encode("utf-8")) for v in values] + [1])
+    limit = 32000 // min(len(values) or 1, _MAX_PER_PARAM)
+    if width > limit:
+        if not truncate:
+            raise InputError(f"{group.name}:{name}: {len(values)} names of up to {width} bytes "
+                             f"exceed a C3D parameter's size (at most {limit} bytes each here)")
+        values = [v.encode("utf-8")[:limit].decode("utf-8", "ignore") for v in values]
     chunks = [values[i:i + _MAX_PER_PARAM] for i in range(0, len(values), _MAX_PER_PARAM)] or [[]]
     for k, chunk in enumerate(chunks):
         _strings(group, name if k == 0 else f"{name}{k + 1}", desc, chunk)
@@ -392,7 +409,7 @@ def _residual_words(valid: np.ndarray, residuals: np.ndarray | None) -> np.ndarr
     return np.where(valid, res, -1.0)
 
 
-def _event_group(writer, events: Sequence[Event], source) -> None:
+def _event_group(writer, events: Sequence[Event], source, subject: str | None) -> None:
     for e in events:
         if not math.isfinite(e.time) or e.time < 0:
             raise InputError(f"event {e.name!r} has time {e.time!r}; event times must be >= 0 s "
@@ -411,6 +428,9 @@ def _event_group(writer, events: Sequence[Event], source) -> None:
                 np.column_stack([minutes, seconds]), dims=[2, len(events)])
         _ints(g, "ICON_IDS", "Event icon ids", [EVENT_ICONS.get(e.name, 0) for e in events])
         _ints(g, "GENERIC_FLAGS", "Generic event flags", [0] * len(events))
+        if subject:
+            # Nexus and Polygon attach each event to a subject by name.
+            _strings(g, "SUBJECTS", "Event subjects", [subject] * len(events))
     ctx = _group(writer, "EVENT_CONTEXT", "Event contexts")
     _ints(ctx, "USED", "Number of contexts", [len(EVENT_CONTEXTS)], dims=[])
     _strings(ctx, "LABELS", "Context labels", EVENT_CONTEXTS)
@@ -449,7 +469,7 @@ def write_c3d(path: str | os.PathLike, *, markers: KeypointSeries | None = None,
               moments: Table | None = None, powers: Table | None = None,
               grf: Table | None = None, events: Iterable[Event] = (), model=None,
               body_mass_kg: float | None = None, axes: str = "opensim-to-lab",
-              manufacturer: dict | None = None) -> Path:
+              manufacturer: dict | None = None, subject: str | None = None) -> Path:
     """Write a C3D file atomically; return its path.
 
     Parameters
@@ -472,6 +492,8 @@ def write_c3d(path: str | os.PathLike, *, markers: KeypointSeries | None = None,
         sign convention. ``body_mass_kg`` overrides the mass.
     axes : the lab frame, see the module docstring (default Z-up).
     manufacturer : MANUFACTURER entries (COMPANY, SOFTWARE, VERSION_LABEL).
+    subject : subject name for EVENT:SUBJECTS and the SUBJECTS group (Nexus/Polygon attach
+        events to a subject); omitted when None.
     """
     path = Path(path)
     lab = _lab_matrix(axes)
@@ -568,7 +590,7 @@ def write_c3d(path: str | os.PathLike, *, markers: KeypointSeries | None = None,
     writer.set_start_frame(first)
     pg = writer.point_group
     _chunked_strings(pg, "LABELS", "Point labels", labels)
-    _chunked_strings(pg, "DESCRIPTIONS", "Point descriptions", descriptions)
+    _chunked_strings(pg, "DESCRIPTIONS", "Point descriptions", descriptions, truncate=True)
     _string(pg, "UNITS", "Point units", "mm")
     # How a viewer should orient the lab: OpenSim's forward axis across, its up axis up.
     _string(pg, "X_SCREEN", "Screen X axis", _axis_name(lab @ np.array([1.0, 0.0, 0.0])))
@@ -585,7 +607,7 @@ def write_c3d(path: str | os.PathLike, *, markers: KeypointSeries | None = None,
                       ("Fx", "Fy", "Fz", "Mx", "My", "Mz")])
     _chunked_strings(ag, "DESCRIPTIONS", "Analog descriptions",
                      [f"Force plate {i + 1} {q}: {p.name}" for i, p in enumerate(plates)
-                      for q in ("Fx", "Fy", "Fz", "Mx", "My", "Mz")])
+                      for q in ("Fx", "Fy", "Fz", "Mx", "My", "Mz")], truncate=True)
     _chunked_strings(ag, "UNITS", "Analog units", ["N", "N", "N", "Nmm", "Nmm", "Nmm"] * len(plates))
     _floats(ag, "SCALE", "Analog scale factors", np.ones(n_channels))
     _ints(ag, "OFFSET", "Analog offsets", np.zeros(n_channels))
@@ -602,7 +624,14 @@ def write_c3d(path: str | os.PathLike, *, markers: KeypointSeries | None = None,
     _ints(fp, "CHANNEL", "Analog channels (1-based) of each plate",
           np.arange(1, n_channels + 1), dims=[6, len(plates)])
 
-    _event_group(writer, events, base.source)
+    _event_group(writer, events, base.source, subject)
+    if subject:
+        sg = _group(writer, "SUBJECTS", "Subjects")
+        _ints(sg, "USED", "Number of subjects", [1], dims=[])
+        _strings(sg, "NAMES", "Subject names", [subject])
+        _strings(sg, "MARKER_SETS", "Marker sets", ["kinevid"])
+        _ints(sg, "IS_STATIC", "Static trial flags", [0])
+        _ints(sg, "USES_PREFIXES", "Labels carry a subject prefix", [0], dims=[])
 
     man = {"COMPANY": "kinevid", "SOFTWARE": "kinevid", "VERSION_LABEL": kinevid_version()}
     man.update(manufacturer or {})

@@ -78,15 +78,15 @@ class Joint:
 JOINTS: tuple[Joint, ...] = (
     Joint("Pelvis", (("pelvis_tilt", -1), ("pelvis_list", {"R": -1, "L": 1}),
                      ("pelvis_rotation", {"R": 1, "L": -1})),
-          "relative to OpenSim ground axes", kinetics=False),
+          "re OpenSim ground axes", kinetics=False),
     Joint("Hip", (("hip_flexion_{s}", 1), ("hip_adduction_{s}", 1), ("hip_rotation_{s}", 1))),
     Joint("Knee", (("knee_angle_{s}", KNEE), None, None)),
     Joint("Ankle", (("ankle_angle_{s}", 1), ("subtalar_angle_{s}", 1), None),
-          "Y is OpenSim's subtalar inversion (oblique axis)"),
+          "Y subtalar inversion"),
     Joint("Spine", (("lumbar_extension", -1), ("lumbar_bending", {"R": 1, "L": -1}),
-                    ("lumbar_rotation", {"R": 1, "L": -1})), "trunk relative to pelvis"),
+                    ("lumbar_rotation", {"R": 1, "L": -1})), "trunk re pelvis"),
     Joint("Shoulder", (("arm_flex_{s}", 1), ("arm_add_{s}", 1), ("arm_rot_{s}", 1)),
-          "arm relative to trunk"),
+          "arm re trunk"),
     Joint("Elbow", (("elbow_flex_{s}", 1), None, None)),
     Joint("Wrist", (("wrist_flex_{s}", 1), ("wrist_dev_{s}", 1), None)),
 )
@@ -167,17 +167,21 @@ def _resolve(joint: Joint, side: str, suffix: str, knee: int):
     return out
 
 
-def _describe(kind: str, comps, present, note: str, unit: str) -> str:
-    parts = []
+def _describe(comps, present, note: str) -> str:
+    """Short (C3D stores all descriptions at the longest one's width): where each component
+    comes from, e.g. ``X=-knee_angle_r Y=0 Z=0 (no such coordinates)``."""
+    parts, absent = [], False
     for axis, (coord, sign), ok in zip(_AXES, comps, present):
-        if coord is None:
-            parts.append(f"{axis}=0 (no such coordinate)")
-        elif not ok:
-            parts.append(f"{axis}=0 ({coord} not in data)")
+        if coord is None or not ok:
+            parts.append(f"{axis}=0")
+            absent = absent or coord is None
+            if coord is not None:
+                parts[-1] += f"(no {coord})"
         else:
             parts.append(f"{axis}={'-' if sign < 0 else '+'}{coord}")
-    text = f"kinevid {kind} [{unit}] from OpenSim: " + ", ".join(parts)
-    return f"{text}; {note}" if note else text
+    text = "OpenSim " + " ".join(parts)
+    notes = [n for n in (note, "0: no such coordinate" if absent else "") if n]
+    return f"{text}; {'; '.join(notes)}" if notes else text
 
 
 # --------------------------------------------------------------------------- outputs
@@ -215,7 +219,7 @@ def angle_outputs(angles: Table, *, knee_sign: dict[str, int] | None = None) -> 
                 if ok:
                     values[:, k] = sign * angles[coord]
             out.append(ModelOutput(f"{side}{joint.name}Angles", values,
-                                   _describe("angles", comps, present, joint.note, "deg")))
+                                   _describe(comps, present, joint.note)))
     return out
 
 
@@ -245,9 +249,7 @@ def moment_outputs(moments: Table, *, knee_sign: dict[str, int], mass: float | N
             for k, ((coord, sign), col) in enumerate(zip(comps, cols)):
                 if col is not None:
                     values[:, k] = -sign * moments[col] * scale
-            desc = _describe("moment", [(c, -s) for c, s in comps], present,
-                             "X extensor/plantarflexor +, Y abductor +, Z external rotator +",
-                             unit)
+            desc = _describe([(c, -s) for c, s in comps], present, "X ext/plantarflex +")
             out.append(ModelOutput(f"{side}{joint.name}Moment", values, desc))
     return out
 
@@ -267,8 +269,7 @@ def power_outputs(powers: Table, *, mass: float | None = None) -> list[ModelOutp
                 continue
             values = np.zeros((len(powers), 3))
             values[:, 2] = sum(powers[f"{c}_power"] for c in cols) * scale
-            desc = (f"kinevid joint power [{unit}] in Z = sum of "
-                    f"{' + '.join(c + '_power' for c in cols)}; X=Y=0")
+            desc = f"OpenSim Z={'+'.join(c + '_power' for c in cols)}; X=Y=0"
             out.append(ModelOutput(f"{side}{joint.name}Power", values, desc))
     return out
 

@@ -20,7 +20,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # torch==2.13.0 pinned exactly: pip then takes the CPU wheel on this machine's disk instead of
 # downloading a multi-GB CUDA build.
 "${pip[@]}" install -q "torch==2.13.0"
-"${pip[@]}" install -q "numpy>=2.1,<3" "scipy>=1.13" "opensim==4.6" "c3d>=0.6" "ezc3d" "av>=12" \
+"${pip[@]}" install -q "numpy>=2.1,<3" "scipy>=1.13" "opensim==4.6" "c3d==0.6.0" "ezc3d" "av>=12" \
   "matplotlib>=3.8" "pytest>=8" "pytest-xdist" "hypothesis" "defusedxml" "tomli-w"
 # mediapipe 0.10.21 carries the BlazePose weights in its wheel and works with numpy 2, but its
 # metadata pins numpy<2: install it without dependencies, then the few it needs at run time.

@@ -122,7 +122,7 @@ def gait(tmp_path_factory):
     times = frame_times(markers.time)
     write_c3d(path, markers=markers, angles=resample_table(ik, times),
               moments=resample_table(idt, times), powers=resample_table(powers, times),
-              grf=grf, events=events, model=model)
+              grf=grf, events=events, model=model, subject="subject01")
     return dict(path=path, markers=markers, ik=ik, idt=idt, grf=grf, events=events,
                 model=model)
 
@@ -188,6 +188,8 @@ def test_gait2354_angles_moments_powers(gait):
                                np.column_stack([ik["ankle_angle_r"],
                                                 ik["subtalar_angle_r"]])[rows], atol=1e-3)
     assert (point("RKneeAngles")[frames, 1:] == 0).all()  # knee Y, Z: no such coordinate
+    desc = dict(zip(labels, pp["DESCRIPTIONS"]["value"]))
+    assert "X=-knee_angle_r" in desc["RKneeAngles"] and "no such coordinate" in desc["RKneeAngles"]
     # Physiology: in Plug-in Gait's convention a walking knee flexes positive (peak ~60 deg).
     knee = point("RKneeAngles")[frames, 0]
     assert knee.max() > 40 and knee.min() > -10
@@ -241,6 +243,8 @@ def test_gait2354_events_and_manufacturer(gait):
     times = np.asarray(ev["TIMES"]["value"])  # (2, n): minutes, seconds
     np.testing.assert_allclose(60 * times[0] + times[1], [x.time for x in events], atol=1e-6)
     assert list(ev["ICON_IDS"]["value"]) == [1, 2, 1, 2]
+    assert ev["SUBJECTS"]["value"] == ["subject01"] * 4
+    assert e["parameters"]["SUBJECTS"]["NAMES"]["value"] == ["subject01"]
     assert e["parameters"]["EVENT_CONTEXT"]["LABELS"]["value"] == ["Left", "Right", "General"]
     man = e["parameters"]["MANUFACTURER"]
     assert man["COMPANY"]["value"] == ["kinevid"] and man["SOFTWARE"]["value"] == ["kinevid"]
@@ -458,3 +462,35 @@ def test_ntsc_rate_many_points_and_analog_grid(tmp_path):
     np.testing.assert_allclose(cop[1], -1000 * grf[:, 5], atol=1e-3)
     reader, points, analog = _read_c3d(path)
     assert reader.first_frame == 6 and len(points) == n and analog.shape[1:] == (6, k)
+
+
+def test_grf_off_the_analog_grid_is_resampled_for_writing(tmp_path):
+    from opensim_bridge.c3d_write import grf_on_analog_grid
+
+    markers = read_trc(GAIT / "subject01_walk1.trc")
+    grf = read_table(GAIT / "subject01_walk1_grf.mot")
+    shifted = grf.copy(time=grf.time + 0.0008)  # half an analog sample late
+    with pytest.raises(InputError, match="do not fall on the analog"):
+        write_c3d(tmp_path / "x.c3d", markers=markers, grf=shifted)
+    assert grf_on_analog_grid(grf, frame_times(markers.time)) is grf  # already on the grid
+    fixed = grf_on_analog_grid(shifted, frame_times(markers.time))
+    assert len(fixed) == len(markers) * 10
+    np.testing.assert_allclose(fixed.time, np.arange(len(fixed)) / 600.0, atol=1e-12)
+    # Within half an analog sample of its ends the GRF's end value holds; beyond, zero (unloaded).
+    assert fixed["ground_force_vy"][0] == shifted["ground_force_vy"][0]
+    after = fixed.time > shifted.time[-1] + 1 / 1200
+    assert after.sum() >= 5 and (fixed.data[after] == 0).all()
+    np.testing.assert_allclose(fixed["ground_force_vy"][1:1400],
+                               np.interp(fixed.time[1:1400], shifted.time,
+                                         shifted["ground_force_vy"]), atol=1e-9)
+    path = write_c3d(tmp_path / "x.c3d", markers=markers, grf=fixed)
+    assert _check_plates(path, fixed) < 1.0
+
+
+def test_resample_table_keeps_gaps_and_range():
+    t = np.arange(10) * 0.1
+    col = np.arange(10.0)
+    col[4] = np.nan
+    table = Table(t, ["q"], col[:, None], in_degrees=True)
+    out = resample_table(table, np.array([-0.2, 0.0, 0.25, 0.3, 0.35, 0.5, 0.55, 0.9, 1.2]))
+    np.testing.assert_allclose(out["q"], [np.nan, 0, 2.5, 3, np.nan, 5, 5.5, 9, np.nan])

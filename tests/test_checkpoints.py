@@ -219,7 +219,8 @@ def test_import_known_hash_and_new_name(tmp_path, monkeypatch):
     # Not vouched for by the registry: needs --trust, then it is registered under a new name.
     with pytest.raises(CheckpointError, match="--trust"):
         import_checkpoint(src, name="my-vitpose", cache=cache)
-    name, path = import_checkpoint(src, name="my-vitpose", trust=True, cache=cache)
+    with pytest.warns(UserWarning, match="pinned sha256"):
+        name, path = import_checkpoint(src, name="my-vitpose", trust=True, cache=cache)
     listed = {s.name: (s, p) for s, p in list_weights(cache)}
     spec, cached = listed["my-vitpose"]
     assert cached == path and spec.variant == "s" and spec.head == "classic" and spec.sha256 == digest

@@ -7,10 +7,15 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import data_path
-from inference.importers import (guess_openpose_layout, read_coco_results, read_deeplabcut,
-                                 read_mmpose, read_openpose)
+
+from inference.importers import (
+    guess_openpose_layout,
+    read_coco_results,
+    read_deeplabcut,
+    read_mmpose,
+    read_openpose,
+)
 from inference.layouts import LAYOUTS
 from opensim_bridge.errors import InputError
 
@@ -281,3 +286,9 @@ def test_frame_times_from_a_video(tmp_path):
     frames[9] = [(-1, person("body25"))]
     with pytest.raises(InputError, match="beyond"):
         read_openpose(write_openpose(tmp_path / "json2", frames), video=video)
+
+
+@pytest.mark.parametrize("layout", ["body25", "body25b"])
+def test_guess_openpose_layout_from_legs_when_the_face_is_hidden(layout):
+    back_view = [person(layout, (i * 7, 0), drop=("nose", "left_eye", "right_eye")) for i in range(3)]
+    assert guess_openpose_layout(back_view) == layout

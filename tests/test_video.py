@@ -12,8 +12,8 @@ import warnings
 import av
 import numpy as np
 import pytest
-
 from conftest import REPO, data_path
+
 from inference.video import TruncatedVideoWarning, open_video
 from opensim_bridge.errors import InputError
 

@@ -8,7 +8,6 @@ are computed when both angles and moments are given. See :mod:`opensim_bridge.c3
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from opensim_bridge.errors import InputError
 
@@ -62,7 +61,7 @@ def run_from_opensim(args: argparse.Namespace) -> int:
         grf = grf_on_analog_grid(grf, time)
     out = write_c3d(args.output, markers=markers, angles=angles, moments=moments, powers=powers,
                     grf=grf, events=events, model=args.model, body_mass_kg=args.mass,
-                    axes=args.axes)
+                    axes=args.axes, subject=args.subject)
     what = []
     if markers is not None:
         what.append(f"{len(markers.names)} markers")
@@ -95,6 +94,8 @@ def add_from_opensim_parser(c3d_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--axes", default="opensim-to-lab",
                    help="lab frame as OpenSim X,Y,Z in lab axes (default opensim-to-lab = "
                         "x,z,-y: Z-up lab; 'none' keeps OpenSim's Y-up frame)")
+    p.add_argument("--subject", default=None,
+                   help="subject name (EVENT:SUBJECTS and the SUBJECTS group, for Nexus/Polygon)")
     p.add_argument("-o", "--output", required=True, help="output .c3d file")
     p.set_defaults(func=run_from_opensim)
     return p
