@@ -143,8 +143,10 @@ class BlazePose:
         if result.pose_landmarks is None:
             return None
         h, w = image.shape[:2]
-        out = np.array([(lm.x * w, lm.y * h, lm.visibility) for lm in result.pose_landmarks.landmark],
-                       dtype=np.float64)
+        # MediaPipe's normalised coordinates put 0 and 1 on the image edges; kinevid puts
+        # integer coordinates on pixel centres (as OpenPose and mmpose do): shift by half a pixel.
+        out = np.array([(lm.x * w - 0.5, lm.y * h - 0.5, lm.visibility)
+                        for lm in result.pose_landmarks.landmark], dtype=np.float64)
         out[:, 2] = np.clip(out[:, 2], 0.0, 1.0)
         return out
 
@@ -205,28 +207,44 @@ class MultiPersonBlazePose:
         side = max(box[2] - box[0], box[3] - box[1], 32.0) * self.crop_margin
         return centre, side
 
-    def _warp(self, image: np.ndarray, centre: np.ndarray, side: float, size: int) -> np.ndarray:
-        """A size x size crop of the square of ``side`` pixels around ``centre`` (zero outside)."""
+    def _warp(self, image: np.ndarray, centre: np.ndarray, side: float, size: int
+              ) -> tuple[np.ndarray, float, np.ndarray]:
+        """A size x size crop of the square of ``side`` pixels around ``centre`` (black outside)
+        and the map frame -> crop ``u = s * x + t`` (pixel centres at integers)."""
+        cv2 = self._cv2
         s = size / side
-        mat = np.array([[s, 0.0, size / 2 - s * centre[0]], [0.0, s, size / 2 - s * centre[1]]])
-        interp = self._cv2.INTER_AREA if s < 1 else self._cv2.INTER_LINEAR
-        # warpAffine with INTER_AREA falls back to linear; pre-shrink big regions for quality.
+        t = s * (0.5 - centre) + size / 2 - 0.5
+        h, w = image.shape[:2]
+        # Slice the region first so a 4K frame is never resampled whole.
+        x0 = int(np.clip(np.floor(centre[0] - side / 2) - 1, 0, w))
+        x1 = int(np.clip(np.ceil(centre[0] + side / 2) + 2, 0, w))
+        y0 = int(np.clip(np.floor(centre[1] - side / 2) - 1, 0, h))
+        y1 = int(np.clip(np.ceil(centre[1] + side / 2) + 2, 0, h))
+        region = image[y0:y1, x0:x1]
+        if region.size == 0:
+            return np.zeros((size, size, 3), np.uint8), s, t
+        f = 1.0
         if s < 0.5:
+            # Shrinking more than 2x: area-average first (warpAffine alone would alias).
             f = 2.0 * s
-            small = self._cv2.resize(image, None, fx=f, fy=f, interpolation=self._cv2.INTER_AREA)
-            mat = np.array([[2.0, 0.0, size / 2 - s * centre[0]], [0.0, 2.0, size / 2 - s * centre[1]]])
-            return self._cv2.warpAffine(small, mat, (size, size), flags=self._cv2.INTER_LINEAR)
-        return self._cv2.warpAffine(image, mat, (size, size), flags=interp)
+            region = cv2.resize(region, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            f = np.array([region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)])
+        f = np.broadcast_to(np.asarray(f, dtype=np.float64), (2,))
+        # region pixel r -> frame pixel x = (r + 0.5) / f - 0.5 + offset
+        lin = s / f
+        trans = s * (0.5 / f - 0.5 + np.array([x0, y0])) + t
+        mat = np.array([[lin[0], 0.0, trans[0]], [0.0, lin[1], trans[1]]])
+        crop = cv2.warpAffine(region, mat, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return crop, s, t
 
     def _run_in_crop(self, graph: BlazePose, image: np.ndarray, centre: np.ndarray, side: float
                      ) -> np.ndarray | None:
-        crop = self._warp(image, centre, side, self.crop_size)
+        crop, s, t = self._warp(image, centre, side, self.crop_size)
         kp = graph(crop)
         if kp is None:
             return None
-        scale = side / self.crop_size
-        kp[:, 0] = centre[0] + (kp[:, 0] - self.crop_size / 2) * scale
-        kp[:, 1] = centre[1] + (kp[:, 1] - self.crop_size / 2) * scale
+        kp[:, :2] = (kp[:, :2] - t) / s
         return kp
 
     # ------------------------------------------------------------------ slots
@@ -293,8 +311,11 @@ class MultiPersonBlazePose:
                 region = self._cv2.resize(region, None, fx=f, fy=f, interpolation=self._cv2.INTER_AREA)
             kp = self._detector(region)
             if self._good(kp):
-                kp[:, 0] = kp[:, 0] / f + x0
-                kp[:, 1] = kp[:, 1] / f + y0
+                # resized pixel centre m -> region pixel (m + 0.5) / f - 0.5
+                fx = region.shape[1] / (x1 - x0)
+                fy = region.shape[0] / (y1 - y0)
+                kp[:, 0] = (kp[:, 0] + 0.5) / fx - 0.5 + x0
+                kp[:, 1] = (kp[:, 1] + 0.5) / fy - 0.5 + y0
                 return kp
         return None
 

@@ -173,14 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_command_modules(sub) -> None:
     """Subcommands that live in their own modules under ``inference/commands``."""
-    from .commands import c3d_export
+    from .commands import c3d_export, c3d_import
     from .commands.compare import add_compare_parser
+    from .commands.weights import add_weights_parser
 
     p = sub.add_parser("c3d", help="C3D files: convert to and from OpenSim, summarise",
                        description="C3D input and output for labs' motion-capture data.")
     c3d_sub = p.add_subparsers(dest="c3d_command", required=True, metavar="C3D_COMMAND")
+    c3d_import.add_info_parser(c3d_sub)
+    c3d_import.add_to_opensim_parser(c3d_sub)
     c3d_export.add_parsers(c3d_sub)
     add_compare_parser(sub)
+    add_weights_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

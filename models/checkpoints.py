@@ -25,11 +25,11 @@ import tempfile
 import urllib.parse
 import urllib.request
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from opensim_bridge.atomic import atomic_write
+from opensim_bridge.atomic import atomic_copy, atomic_write
 from opensim_bridge.errors import InputError
 
 __all__ = [
@@ -346,8 +346,6 @@ def import_checkpoint(path: str | os.PathLike, *, name: str | None = None, trust
     checkpoint_filter_fn(read_state_dict(src), model, moe_expert=spec.moe_expert)
     cache.mkdir(parents=True, exist_ok=True)
     final = cache / _file_name(spec)
-    from opensim_bridge.atomic import atomic_copy
-
     atomic_copy(src, final)
     if sha256_file(final) != digest:
         final.unlink()

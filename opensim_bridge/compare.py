@@ -3,8 +3,9 @@
 Two kinds of comparison, both pure numpy/scipy:
 
 * **channels** (:func:`compare_tables`): scalar curves over time -- IK coordinates (.mot/.sto),
-  ID moments, or a C3D file's model outputs (Vicon Plug-in Gait ``POINT:ANGLES`` etc., read by
-  :func:`read_c3d_model_outputs` as ``LKneeAngles_X``/``_Y``/``_Z``). Channels pair by identical
+  ID moments, or a C3D file's model outputs (Vicon Plug-in Gait ``POINT:ANGLES`` etc., from
+  :func:`opensim_bridge.c3d_read.read_c3d`, as ``LKneeAngles_X``/``_Y``/``_Z`` by
+  :func:`read_c3d_model_outputs`). Channels pair by identical
   name, then by a user mapping (:func:`read_mapping`).
 * **markers** (:func:`compare_markers`): 3D trajectories; per-marker positional error after a
   rigid (rotation + translation, no scale) fit of OURS onto LAB over all frames and markers.
@@ -38,16 +39,17 @@ underestimated. Missing samples (NaN) are excluded pair by pair.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import signal
 
+from .c3d_read import MODEL_OUTPUT_GROUPS, C3DData, read_c3d
 from .errors import InputError
 from .storage import Table
 from .timeseries import KeypointSeries
@@ -56,11 +58,10 @@ from .timeseries import KeypointSeries
 MIN_SAMPLES = 10
 #: Bland-Altman limits of agreement: bias +- this many SDs of the differences.
 LOA_Z = 1.96
-#: The C3D POINT groups that list model outputs (Plug-in Gait, CGM, ...) and their unit parameters.
-MODEL_OUTPUT_GROUPS = {"ANGLES": "ANGLE_UNITS", "MOMENTS": "MOMENT_UNITS", "POWERS": "POWER_UNITS",
-                       "FORCES": "FORCE_UNITS", "REACTIONS": "REACTION_UNITS"}
-_DEFAULT_GROUP_UNITS = {"ANGLES": "deg", "MOMENTS": "Nmm", "POWERS": "W", "FORCES": "N",
-                        "REACTIONS": "N"}
+#: Units of a C3D file's model outputs when it names none: Plug-in Gait's; scalars have no
+#: usual unit ("?": taken from the other side when paired).
+_DEFAULT_OUTPUT_UNITS = {"angles": "deg", "moments": "Nmm", "forces": "N", "powers": "W",
+                         "scalars": "?", "reactions": "N"}
 _COMPONENTS = ("X", "Y", "Z")
 #: A channel's peak correlation is capped here before its weight r^2/(1-r^2) (infinite at 1).
 _R_CAP = 0.999
@@ -175,131 +176,71 @@ class MarkerComparison:
 
 
 # =========================================================================== reading
-def _c3d_strings(reader, key: str) -> list[str]:
-    param = reader.get(key)
-    if param is None:
-        return []
-    try:
-        return [str(s).strip(" \x00") for s in np.asarray(param.string_array).ravel()]
-    except Exception:  # a malformed parameter counts as absent
-        return []
-
-
 def _strip_subject(labels: Sequence[str]) -> list[str]:
     """Drop Vicon's ``Subject:`` prefixes when every label stays unique without them."""
     short = [lab.rsplit(":", 1)[-1] for lab in labels]
     return short if len(set(short)) == len(short) and all(short) else list(labels)
 
 
-def c3d_model_output_labels(path: str | os.PathLike) -> dict[str, str]:
-    """POINT labels that are model outputs (angles, moments, ...) -> their group name.
-    Empty for a C3D file with markers only."""
-    import c3d
-
-    src = os.fspath(path)
-    try:
-        with open(src, "rb") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the c3d package warns about odd-but-legal headers
-            reader = c3d.Reader(fh)
-            return {lab: group for group in MODEL_OUTPUT_GROUPS
-                    for lab in _c3d_strings(reader, f"POINT:{group}") if lab}
-    except OSError as exc:
-        raise InputError(f"cannot read the C3D file: {exc.strerror or exc}", src) from exc
-    except Exception as exc:  # the c3d package raises many types for corrupt files
-        raise InputError(f"cannot read the C3D file ({type(exc).__name__}: {exc})", src) from exc
-
-
-def read_c3d_model_outputs(path: str | os.PathLike) -> Table:
-    """Model outputs of a C3D file (POINT:ANGLES, MOMENTS, POWERS, FORCES, REACTIONS) as a
-    :class:`Table` with columns ``<label>_X``, ``_Y``, ``_Z`` (subject prefixes dropped).
-
-    Units per column are in ``table.meta["unit.<column>"]`` (from POINT:ANGLE_UNITS etc.).
-    Samples with a negative residual are NaN. Time is ``(first_frame - 1 + i) / POINT:RATE``, as
-    :func:`opensim_bridge.c3d_markers.read_c3d_markers` has it. Meant to be replaced by the full
-    C3D reader once that exists.
-    """
-    import c3d
-
-    path = Path(path)
-    src = os.fspath(path)
-    if not path.is_file():
-        raise InputError("C3D file not found" if not path.exists() else "not a file", src)
-    try:
-        with open(path, "rb") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = c3d.Reader(fh)
-            used = int(reader.point_used)
-            rate = float(reader.point_rate)
-            first = int(reader.header.first_frame)
-            labels = _c3d_strings(reader, "POINT:LABELS")
-            extra = 2
-            while reader.get(f"POINT:LABELS{extra}") is not None:
-                labels += _c3d_strings(reader, f"POINT:LABELS{extra}")
-                extra += 1
-            labels = labels[:used]
-            wanted: list[tuple[int, str, str]] = []   # (point index, label, unit)
-            taken = set()
-            for group, unit_key in MODEL_OUTPUT_GROUPS.items():
-                units = _c3d_strings(reader, f"POINT:{unit_key}")
-                unit = units[0] if units and units[0] else _DEFAULT_GROUP_UNITS[group]
-                for lab in _c3d_strings(reader, f"POINT:{group}"):
-                    if lab and lab in labels and lab not in taken:
-                        taken.add(lab)
-                        wanted.append((labels.index(lab), lab, unit))
-            if not wanted:
-                raise InputError("the C3D file has no model outputs (no POINT:ANGLES, MOMENTS, "
-                                 "POWERS or FORCES labels); compare it as a marker file", src)
-            idx = [w[0] for w in wanted]
-            frames = [np.asarray(points[idx, :4], dtype=float)
-                      for _, points, _ in reader.read_frames(copy=True)]
-    except InputError:
-        raise
-    except Exception as exc:  # the c3d package raises many types for corrupt files
-        raise InputError(f"cannot read the C3D file ({type(exc).__name__}: {exc})", src) from exc
-    if not frames:
-        raise InputError("the C3D file holds no frames", src)
-    if not (np.isfinite(rate) and rate > 0):
-        raise InputError(f"invalid POINT:RATE {rate!r}", src)
-    block = np.stack(frames)                       # (n, k, 4)
-    values = block[:, :, :3].copy()
-    values[block[:, :, 3] < 0] = np.nan
-    names = _strip_subject([w[1] for w in wanted])
+def model_outputs_table(c3d: C3DData) -> Table:
+    """The model outputs of a read C3D file (see :func:`read_c3d_model_outputs`)."""
+    groups = [g for g in MODEL_OUTPUT_GROUPS if c3d.model_outputs.get(g)]
+    if not groups:
+        raise InputError("the C3D file has no model outputs (no POINT:ANGLES, MOMENTS, POWERS, "
+                         "FORCES, SCALARS or REACTIONS labels); compare it as a marker file",
+                         c3d.path)
+    labels, units, blocks = [], [], []
+    for group in groups:
+        unit = c3d.model_output_units.get(group) or _DEFAULT_OUTPUT_UNITS[group]
+        for label, values in c3d.model_outputs[group].items():
+            labels.append(label)
+            units.append(unit)
+            blocks.append(values)
     cols, meta = [], {}
-    for name, (_, _, unit) in zip(names, wanted):
+    for name, unit in zip(_strip_subject(labels), units):
         for comp in _COMPONENTS:
             cols.append(f"{name}_{comp}")
             meta[f"unit.{name}_{comp}"] = unit
-    data = values.reshape(len(values), -1)         # point-major: L_X, L_Y, L_Z, next...
-    time = (first - 1 + np.arange(len(data))) / rate
-    return Table(time, cols, data, in_degrees=True, name=path.stem, meta=meta, source=src)
+    data = np.concatenate(blocks, axis=1)          # point-major: L_X, L_Y, L_Z, next...
+    return Table(c3d.point_time, cols, data, in_degrees=True, name=Path(c3d.path).stem,
+                 meta=meta, source=c3d.path)
+
+
+def read_c3d_model_outputs(path: str | os.PathLike) -> Table:
+    """Model outputs of a C3D file (POINT:ANGLES, MOMENTS, POWERS, FORCES, SCALARS, REACTIONS,
+    as :func:`~opensim_bridge.c3d_read.read_c3d` splits them from the markers) as a
+    :class:`Table` with columns ``<label>_X``, ``_Y``, ``_Z`` (subject prefixes dropped).
+
+    Units per column are in ``table.meta["unit.<column>"]`` (from POINT:ANGLE_UNITS etc.; Plug-in
+    Gait's own units when the file gives none). Samples with a negative residual are NaN. Time is
+    the file's point time, ``(first_frame - 1 + i) / POINT:RATE``.
+    """
+    return model_outputs_table(read_c3d(path))
 
 
 def load_channels(path: str | os.PathLike) -> Table:
     """A .mot/.sto table or a C3D file's model outputs."""
+    return _load_channels(path, read_c3d)
+
+
+def _load_channels(path: str | os.PathLike, read) -> Table:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".mot", ".sto"):
         from .storage import read_table
         return read_table(path)
     if suffix == ".c3d":
-        return read_c3d_model_outputs(path)
+        return model_outputs_table(read(path))
     raise InputError(f"cannot compare {path.suffix or '(no suffix)'!r} files as channels; "
                      "expected .mot, .sto or .c3d", path)
 
 
 def load_markers(path: str | os.PathLike) -> KeypointSeries:
-    """Markers in metres from .trc/.c3d; a C3D file's model outputs (stored as POINTs) left out."""
+    """Markers in metres from .trc/.c3d (a C3D file's model outputs are not markers: the C3D
+    reader keeps them apart, and a C3D file without markers is an :class:`InputError`)."""
     from .markers import read_markers
 
-    series = read_markers(path).to_metres()
-    if Path(path).suffix.lower() == ".c3d":
-        outputs = set(c3d_model_output_labels(path))
-        keep = [n for n in series.names if n not in outputs]
-        if not keep:
-            raise InputError("the C3D file has no markers besides model outputs", path)
-        if len(keep) < len(series.names):
-            series = series.select(keep)
-    return series
+    return read_markers(path).to_metres()
 
 
 # =========================================================================== units
@@ -788,6 +729,10 @@ def detect_mode(ours: str | os.PathLike, lab: str | os.PathLike, mode: str = "au
     """"channels" or "markers" from the file types: a .mot/.sto on either side means channels,
     a .trc means markers; two C3D files are compared as channels when both hold model outputs,
     else as markers."""
+    return _detect_mode(ours, lab, mode, read_c3d)
+
+
+def _detect_mode(ours, lab, mode: str, read) -> str:
     paths = [Path(ours), Path(lab)]
     kinds = []
     for p in paths:
@@ -816,20 +761,25 @@ def detect_mode(ours: str | os.PathLike, lab: str | os.PathLike, mode: str = "au
         return mode
     if wanted:
         return wanted
-    return "channels" if all(c3d_model_output_labels(p) for p in paths) else "markers"
+    return "channels" if all(read(p).model_outputs for p in paths) else "markers"
 
 
 def compare_files(ours: str | os.PathLike, lab: str | os.PathLike, mapping: str | os.PathLike | None = None,
                   align: bool = True, max_lag_s: float = 1.0, mode: str = "auto", rigid: bool = True):
     """Read both files and compare them; returns a :class:`ChannelComparison` or
     :class:`MarkerComparison`."""
-    mode = detect_mode(ours, lab, "channels" if mapping and mode == "auto" else mode)
+    # Telling two C3D files' mode apart reads them; remembered, they are not read again as
+    # channels. (Markers go through read_markers, which reads the file itself.)
+    read = functools.lru_cache(maxsize=2)(read_c3d)
+    mode = _detect_mode(ours, lab, "channels" if mapping and mode == "auto" else mode, read)
     if mode == "markers":
         if mapping:
             raise InputError("a mapping file applies to channels, not markers", mapping)
         return compare_markers(load_markers(ours), load_markers(lab), align, max_lag_s, rigid)
     pairs, match = read_mapping(mapping) if mapping else ([], True)
-    return compare_tables(load_channels(ours), load_channels(lab), pairs, match, align, max_lag_s)
+    ours_t, lab_t = _load_channels(ours, read), _load_channels(lab, read)
+    read.cache_clear()  # the raw C3D data (analogs and all) is not needed any more
+    return compare_tables(ours_t, lab_t, pairs, match, align, max_lag_s)
 
 
 def _g(x: float) -> str:

@@ -1,0 +1,170 @@
+"""One video -> :class:`~inference.pose2d.Pose2D`: choose a backend, detect every person in
+every frame, link them into tracks, choose the subject.
+
+Backends (``pose=``):
+
+* ``blazepose``: MediaPipe BlazePose, complexity 1 (shipped in the mediapipe wheel), several
+  persons through :class:`~inference.blazepose.MultiPersonBlazePose`; layout BlazePose-33.
+* ``vitpose-s|b|l|h``: ViTPose top-down on the person boxes that BlazePose finds (no extra
+  detector download); layout of the checkpoint (COCO-17 or COCO-WholeBody-133). Needs the
+  weights in kinevid's cache (``kinevid weights fetch|import``): the COCO checkpoint of that
+  size is preferred, then its simple-head and whole-body variants.
+* ``auto``: ViTPose when some ViTPose weights are cached (on a GPU the largest cached size, on
+  the CPU the smallest, for speed), else BlazePose. :attr:`BackendChoice.reason` says why.
+
+All tracks are kept in the result (``Pose2D.tracks``); ``subject`` is the chosen one (``person``
+or :func:`~inference.tracking.select_subject`), so another person can be chosen later with
+``Pose2D.with_subject`` without running the video again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from opensim_bridge.errors import InputError, KinevidError
+
+from .blazepose import LAYOUT as BLAZEPOSE_LAYOUT, MultiPersonBlazePose
+from .layouts import get_layout
+from .pose2d import Pose2D
+from .tracking import Tracker, keypoint_boxes, select_subject, subject_scores
+from .video import open_video
+
+__all__ = ["POSE_CHOICES", "BackendChoice", "resolve_backend", "estimate_pose2d"]
+
+POSE_CHOICES = ("auto", "blazepose", "vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h")
+_SIZES = ("s", "b", "l", "h")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendChoice:
+    backend: str                 # "blazepose" | "vitpose"
+    weights: str | None          # registry name of the ViTPose weights
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return self.weights if self.weights else "blazepose (mediapipe, complexity 1)"
+
+
+def _cached_vitpose(size: str, cache) -> str | None:
+    from models.checkpoints import REGISTRY, cached_path
+
+    for name in (f"vitpose-{size}-coco", f"vitpose-{size}-simple-coco", f"vitpose-{size}-wholebody"):
+        if name in REGISTRY and cached_path(name, cache, verify=False) is not None:
+            return name
+    return None
+
+
+def resolve_backend(pose: str = "auto", cache: str | os.PathLike | None = None,
+                    gpu: bool | None = None) -> BackendChoice:
+    """Which backend ``pose`` means on this machine (see the module documentation)."""
+    if pose not in POSE_CHOICES:
+        raise InputError(f"unknown pose backend {pose!r}; choose one of {', '.join(POSE_CHOICES)}")
+    if pose == "blazepose":
+        return BackendChoice("blazepose", None, "requested")
+    if pose.startswith("vitpose-"):
+        size = pose.split("-", 1)[1]
+        name = _cached_vitpose(size, cache)
+        if name is None:
+            from models.checkpoints import cache_dir
+
+            raise KinevidError(f"no ViTPose-{size.upper()} weights in the cache {cache_dir(cache)}: run "
+                               f"`kinevid weights fetch vitpose-{size}-coco` (or `kinevid weights "
+                               f"import FILE` on an offline machine), or use --pose blazepose")
+        return BackendChoice("vitpose", name, "requested")
+    if gpu is None:
+        try:
+            import torch
+            gpu = bool(torch.cuda.is_available())
+        except ImportError:  # pragma: no cover - torch is a dependency
+            gpu = False
+    for size in (reversed(_SIZES) if gpu else _SIZES):
+        name = _cached_vitpose(size, cache)
+        if name is not None:
+            return BackendChoice("vitpose", name, f"auto: ViTPose weights {name} are cached "
+                                 f"({'GPU: largest' if gpu else 'CPU: smallest'} cached size)")
+    return BackendChoice("blazepose", None, "auto: no ViTPose weights in the cache")
+
+
+class _ViTPoseOnBoxes:
+    """ViTPose top-down on boxes taken from BlazePose's persons of the same frame."""
+
+    def __init__(self, weights: str, cache, device: str):
+        from models.checkpoints import load_checkpoint
+        from models.topdown import TopDownPredictor, select_device
+
+        dev = select_device(device)
+        model, spec = load_checkpoint(weights, cache=cache, device=dev)
+        self.layout = get_layout(spec.layout).name
+        self.predictor = TopDownPredictor.from_spec(model, spec, flip_pairs=get_layout(self.layout).flip_pairs,
+                                                    device=dev)
+        self.spec = spec
+
+    def __call__(self, image: np.ndarray, people: list[np.ndarray]) -> list[np.ndarray]:
+        if not people:
+            return []
+        boxes = keypoint_boxes(np.stack(people), 0.3)
+        # BlazePose's landmarks stop at the eyes and the feet: grow the box for the head top.
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = boxes + np.stack([-0.05 * w, -0.12 * h, 0.05 * w, 0.04 * h], axis=1)
+        kp, scores = self.predictor.predict(image, boxes)
+        return [np.concatenate([kp[i], np.clip(scores[i], 0, 1)[:, None]], axis=1) for i in range(len(kp))]
+
+
+def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int | None = None,
+                    max_frames: int | None = None, max_people: int = 4, detect_every: int = 10,
+                    max_missed: int = 15, device: str = "auto", cache: str | os.PathLike | None = None,
+                    progress: Callable[[int, int], None] | None = None,
+                    choice: BackendChoice | None = None) -> Pose2D:
+    """2D keypoints of every person in ``video`` (file or image folder), tracked, with the
+    subject selected. ``person``: the track id to select (error if there is no such track)."""
+    choice = choice or resolve_backend(pose, cache)
+    source = open_video(video)
+    info = source.info
+    total = info.n_frames if max_frames is None else min(max_frames, info.n_frames or max_frames)
+    vit = _ViTPoseOnBoxes(choice.weights, cache, device) if choice.backend == "vitpose" else None
+    layout = vit.layout if vit else BLAZEPOSE_LAYOUT
+    tracker = Tracker(max_missed=max_missed)
+    frames, times, detections, ids = [], [], [], []
+    t0 = time.perf_counter()
+    with MultiPersonBlazePose(max_people=max_people, detect_every=detect_every) as people_finder:
+        for frame in source.frames(max_frames=max_frames):
+            people = people_finder.process(frame.image)
+            dets = vit(frame.image, people) if vit else people
+            frame_ids = tracker.update(dets, frame=frame.index)
+            keep = [i for i, pid in enumerate(frame_ids) if pid >= 0]
+            frames.append(frame.index)
+            times.append(frame.time)
+            detections.append(np.array([dets[i] for i in keep]).reshape(len(keep), get_layout(layout).n, 3))
+            ids.append([frame_ids[i] for i in keep])
+            if progress is not None:
+                progress(len(frames), max(total, len(frames)))
+        stats = dict(people_finder.stats)
+    wall = time.perf_counter() - t0
+    if not frames:
+        raise InputError("no frame could be read", video)
+    meta = dict(video_size=(info.width, info.height), rotation=info.rotation, source=str(video),
+                model=choice.weights or "blazepose-full")
+    result = Pose2D.from_detections(frames, times, detections, layout, ids=ids, **meta)
+    scores = subject_scores(result.keypoints(), result.confidence()) if result.person_ids else np.zeros(0)
+    if person is not None:
+        if int(person) not in result.tracks:
+            raise InputError(f"--person {person}: no such track; the tracks are "
+                             f"{result.person_ids or 'none (nobody was found)'}", video)
+        subject = int(person)
+    else:
+        subject = select_subject(result)
+    extra = {
+        "backend": choice.backend, "backend_reason": choice.reason, "weights": choice.weights,
+        "tracked": True, "subject_rule": "given" if person is not None else
+        "largest sum over frames of mean confidence x keypoint-box diagonal",
+        "subject_scores": {str(pid): round(float(s), 3) for pid, s in zip(result.person_ids, scores)},
+        "frames_with_subject": int(result.present()[result.person_ids.index(subject)].sum()) if subject is not None else 0,
+        "detection_passes": stats["detection_passes"], "wall_s": round(wall, 3),
+        "fps": round(len(frames) / wall, 2) if wall > 0 else None,
+    }
+    return Pose2D(result.frames, result.time, result.tracks, layout, subject=subject, extra=extra, **meta)

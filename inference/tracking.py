@@ -1,0 +1,196 @@
+"""Persistent person identities across frames, and choice of the subject (numpy/scipy only).
+
+:class:`Tracker` links per-frame detections ((P_t, K, 3) arrays of x, y, confidence) into
+tracks:
+
+* every live track predicts its keypoints in the new frame with a constant velocity (per
+  keypoint, smoothed, in pixels per frame) from its last matched detection, however many frames
+  ago that was;
+* the similarity between a prediction and a detection is the larger of the IoU of their
+  keypoint boxes and their OKS (COCO's object keypoint similarity, on the keypoints both have,
+  with one per-keypoint tolerance ``oks_sigma`` times the box scale);
+* detections and tracks are paired by the Hungarian method (``scipy.optimize.
+  linear_sum_assignment``) on 1 - similarity; a pair below ``min_similarity`` is not a match;
+* a track that finds no detection stays alive for ``max_missed`` frames (short occlusions keep
+  their identity); an unmatched detection starts a new track; ids are never reused.
+
+:func:`subject_scores` / :func:`select_subject` pick the subject: the track with the largest
+sum over frames of mean keypoint confidence times box size (the diagonal of its keypoint box),
+which favours people who are in view long, large and clearly seen - the person filmed, not a
+passer-by in the background.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ["Tracker", "keypoint_boxes", "box_iou", "oks", "track_detections", "subject_scores",
+           "select_subject"]
+
+
+def keypoint_boxes(kp: np.ndarray, min_conf: float = 0.0) -> np.ndarray:
+    """(..., 4) boxes x1, y1, x2, y2 of keypoints (..., K, 3) with confidence > min_conf; NaN
+    where there is none."""
+    kp = np.asarray(kp, dtype=np.float64)
+    ok = np.isfinite(kp[..., :2]).all(axis=-1) & (kp[..., 2] > min_conf)
+    x = np.where(ok, kp[..., 0], np.nan)
+    y = np.where(ok, kp[..., 1], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN boxes
+        return np.stack([np.nanmin(x, -1), np.nanmin(y, -1), np.nanmax(x, -1), np.nanmax(y, -1)], -1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (M, N) of boxes (M, 4) and (N, 4); 0 where a box is NaN."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None]
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area = lambda c: (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    with np.errstate(all="ignore"):
+        out = np.where(union > 0, inter / union, 0.0)
+    return np.nan_to_num(out, nan=0.0)
+
+
+def oks(a: np.ndarray, b: np.ndarray, sigma: float = 0.1, min_conf: float = 0.0) -> float:
+    """Object keypoint similarity of two (K, 3) poses on the keypoints both see; the scale is
+    the diagonal of the union of their boxes. 0 when they share no keypoint."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ok = (np.isfinite(a[:, :2]).all(1) & np.isfinite(b[:, :2]).all(1)
+          & (a[:, 2] > min_conf) & (b[:, 2] > min_conf))
+    if not ok.any():
+        return 0.0
+    pts = np.concatenate([a[ok, :2], b[ok, :2]])
+    scale = max(float(np.hypot(*(pts.max(0) - pts.min(0)))), 1.0)
+    d2 = np.sum((a[ok, :2] - b[ok, :2]) ** 2, axis=1)
+    return float(np.mean(np.exp(-d2 / (2 * (sigma * scale) ** 2))))
+
+
+@dataclasses.dataclass
+class _Track:
+    id: int
+    kp: np.ndarray            # last matched detection (K, 3)
+    velocity: np.ndarray      # (K, 2) px per frame; NaN where unknown
+    last_frame: int
+    hits: int = 1
+
+    def predict(self, frame: int) -> np.ndarray:
+        gap = frame - self.last_frame
+        out = self.kp.copy()
+        v = np.nan_to_num(self.velocity, nan=0.0)
+        out[:, :2] = self.kp[:, :2] + v * gap
+        return out
+
+
+class Tracker:
+    """Online multi-person tracker; call :meth:`update` once per frame, in order."""
+
+    def __init__(self, max_missed: int = 15, min_similarity: float = 0.1, min_conf: float = 0.2,
+                 oks_sigma: float = 0.1, velocity_smoothing: float = 0.5, min_keypoints: int = 3):
+        self.max_missed = int(max_missed)
+        self.min_similarity = float(min_similarity)
+        self.min_conf = float(min_conf)
+        self.oks_sigma = float(oks_sigma)
+        self.alpha = float(velocity_smoothing)
+        self.min_keypoints = int(min_keypoints)
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._frame = -1
+
+    @property
+    def live_ids(self) -> list[int]:
+        return [t.id for t in self._tracks]
+
+    def similarity(self, predicted: np.ndarray, detections: np.ndarray) -> np.ndarray:
+        """(T, D) similarities between predicted poses (T, K, 3) and detections (D, K, 3)."""
+        if len(predicted) == 0 or len(detections) == 0:
+            return np.zeros((len(predicted), len(detections)))
+        iou = box_iou(keypoint_boxes(predicted, self.min_conf), keypoint_boxes(detections, self.min_conf))
+        o = np.array([[oks(p, d, self.oks_sigma, self.min_conf) for d in detections] for p in predicted])
+        return np.maximum(iou, o)
+
+    def update(self, detections: Sequence[np.ndarray] | np.ndarray, frame: int | None = None) -> list[int]:
+        """Ids for the detections of the next frame ((D, K, 3) or a list of (K, 3)); -1 for a
+        detection with fewer than ``min_keypoints`` confident points (ignored)."""
+        frame = self._frame + 1 if frame is None else int(frame)
+        if frame <= self._frame:
+            raise ValueError(f"frames must increase: got {frame} after {self._frame}")
+        self._frame = frame
+        dets = [np.asarray(d, dtype=np.float64) for d in detections]
+        usable = [i for i, d in enumerate(dets)
+                  if int(np.sum(np.isfinite(d[:, :2]).all(1) & (d[:, 2] > self.min_conf))) >= self.min_keypoints]
+        ids = [-1] * len(dets)
+        # Forget tracks missing for too long before matching, so they cannot steal detections.
+        self._tracks = [t for t in self._tracks if frame - t.last_frame <= self.max_missed + 1]
+        pred = np.array([t.predict(frame) for t in self._tracks]).reshape(len(self._tracks), -1, 3) \
+            if self._tracks else np.zeros((0, 0, 3))
+        sim = self.similarity(pred, np.array([dets[i] for i in usable])) if usable else np.zeros((len(self._tracks), 0))
+        matched_det: set[int] = set()
+        if sim.size:
+            rows, cols = linear_sum_assignment(1.0 - sim)
+            for r, c in zip(rows, cols):
+                if sim[r, c] < self.min_similarity:
+                    continue
+                d = usable[c]
+                self._absorb(self._tracks[r], dets[d], frame)
+                ids[d] = self._tracks[r].id
+                matched_det.add(d)
+        for d in usable:
+            if d not in matched_det:
+                k = dets[d].shape[0]
+                self._tracks.append(_Track(self._next_id, dets[d].copy(), np.full((k, 2), np.nan), frame))
+                ids[d] = self._next_id
+                self._next_id += 1
+        return ids
+
+    def _absorb(self, track: _Track, det: np.ndarray, frame: int) -> None:
+        gap = frame - track.last_frame
+        both = (np.isfinite(det[:, :2]).all(1) & np.isfinite(track.kp[:, :2]).all(1)
+                & (det[:, 2] > self.min_conf) & (track.kp[:, 2] > self.min_conf))
+        step = np.full_like(track.velocity, np.nan)
+        step[both] = (det[both, :2] - track.kp[both, :2]) / gap
+        # A keypoint's own step is noisy; the median step of the pose stands in where unknown.
+        if both.any():
+            med = np.median(step[both], axis=0)
+            step[~both] = med
+        old = track.velocity
+        track.velocity = np.where(np.isnan(old), step, self.alpha * old + (1 - self.alpha) * step)
+        track.kp = det.copy()
+        track.last_frame = frame
+        track.hits += 1
+
+
+def track_detections(detections: Sequence[Sequence[np.ndarray]], frames: Sequence[int] | None = None,
+                     **tracker_options) -> list[list[int]]:
+    """Ids for every detection of every frame (see :class:`Tracker`). ``frames`` are the frame
+    indices (gaps from skipped frames count as missed frames)."""
+    tracker = Tracker(**tracker_options)
+    frames = range(len(detections)) if frames is None else frames
+    return [tracker.update(d, frame=f) for d, f in zip(detections, frames)]
+
+
+def subject_scores(keypoints: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Per track (P,): sum over frames of mean keypoint confidence x keypoint-box diagonal.
+
+    keypoints (P, n, K, 2) with NaN for missing, confidence (P, n, K)."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    conf = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=0.0)
+    boxes = keypoint_boxes(np.concatenate([kp, conf[..., None]], axis=-1), 0.0)  # (P, n, 4)
+    diag = np.nan_to_num(np.hypot(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]), nan=0.0)
+    return np.sum(conf.mean(axis=-1) * diag, axis=-1)
+
+
+def select_subject(pose) -> int | None:
+    """Id of the subject of a :class:`~inference.pose2d.Pose2D` (None if it has no track)."""
+    ids = pose.person_ids
+    if not ids:
+        return None
+    scores = subject_scores(pose.keypoints(), pose.confidence())
+    return int(ids[int(np.argmax(scores))])
