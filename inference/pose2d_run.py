@@ -30,7 +30,7 @@ from opensim_bridge.errors import InputError, KinevidError
 from .blazepose import LAYOUT as BLAZEPOSE_LAYOUT, MultiPersonBlazePose
 from .layouts import get_layout
 from .pose2d import Pose2D
-from .tracking import Tracker, keypoint_boxes, select_subject, subject_scores
+from .tracking import Tracker, fix_left_right_swaps, keypoint_boxes, select_subject, subject_scores
 from .video import open_video
 
 __all__ = ["POSE_CHOICES", "BackendChoice", "resolve_backend", "estimate_pose2d"]
@@ -119,9 +119,10 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
                     max_frames: int | None = None, max_people: int = 4, detect_every: int = 10,
                     max_missed: int = 15, device: str = "auto", cache: str | os.PathLike | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    choice: BackendChoice | None = None) -> Pose2D:
+                    choice: BackendChoice | None = None, fix_swaps: bool = True) -> Pose2D:
     """2D keypoints of every person in ``video`` (file or image folder), tracked, with the
-    subject selected. ``person``: the track id to select (error if there is no such track)."""
+    subject selected. ``person``: the track id to select (error if there is no such track).
+    ``fix_swaps``: undo runs of left/right label swaps (:func:`~inference.tracking.fix_left_right_swaps`)."""
     choice = choice or resolve_backend(pose, cache)
     source = open_video(video)
     info = source.info
@@ -150,6 +151,13 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
     meta = dict(video_size=(info.width, info.height), rotation=info.rotation, source=str(video),
                 model=choice.weights or "blazepose-full")
     result = Pose2D.from_detections(frames, times, detections, layout, ids=ids, **meta)
+    n_swapped = 0
+    if fix_swaps and result.person_ids:
+        kp, conf = result.keypoints(), result.confidence()
+        for row in range(kp.shape[0]):
+            kp[row], conf[row], swapped = fix_left_right_swaps(kp[row], conf[row], layout)
+            n_swapped += int(swapped.sum())
+        result = Pose2D.from_arrays(frames, times, result.person_ids, kp, conf, layout, **meta)
     scores = subject_scores(result.keypoints(), result.confidence()) if result.person_ids else np.zeros(0)
     if person is not None:
         if int(person) not in result.tracks:
@@ -164,6 +172,7 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
         "largest sum over frames of mean confidence x keypoint-box diagonal",
         "subject_scores": {str(pid): round(float(s), 3) for pid, s in zip(result.person_ids, scores)},
         "frames_with_subject": int(result.present()[result.person_ids.index(subject)].sum()) if subject is not None else 0,
+        "left_right_swaps_fixed": n_swapped,
         "detection_passes": stats["detection_passes"], "wall_s": round(wall, 3),
         "fps": round(len(frames) / wall, 2) if wall > 0 else None,
     }

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["Tracker", "keypoint_boxes", "box_iou", "oks", "track_detections", "subject_scores",
+__all__ = ["Tracker", "keypoint_boxes", "box_iou", "oks", "track_detections", "subject_scores", "fix_left_right_swaps",
            "select_subject"]
 
 
@@ -194,3 +194,64 @@ def select_subject(pose) -> int | None:
         return None
     scores = subject_scores(pose.keypoints(), pose.confidence())
     return int(ids[int(np.argmax(scores))])
+
+
+def fix_left_right_swaps(keypoints: np.ndarray, confidence: np.ndarray, layout: str,
+                         min_width: float = 0.25, min_conf: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undo whole-body left/right label swaps along one track.
+
+    Single-image pose models decide front view vs back view largely from the face; when it is
+    hidden (blurred, turned down, in shadow) they may label the left side "right" for a run of
+    frames. In 2D such a swap looks like a 180-degree turn between two consecutive frames. A
+    real turn goes through a profile view, where the shoulders and hips overlap in the image,
+    so: the signed torso width ``w = ((x_ls - x_rs) + (x_lh - x_rh)) / 2 / torso_length`` is
+    computed per frame; runs of frames with ``|w| >= min_width`` are cut wherever ``w`` changes
+    sign between consecutive frames (an impossible instant turn) into segments of alternating
+    labelling; each run bridged only by such cuts keeps the labelling that most of its frames
+    (weighted by confidence) have, and the other segments get their flip pairs exchanged. Runs
+    separated by a profile view (``|w| < min_width``) or by a gap are decided separately.
+
+    keypoints (n, K, 2), confidence (n, K) for one track. Returns corrected copies and the
+    (n,) mask of frames whose labels were exchanged.
+    """
+    from .layouts import get_layout
+
+    lay = get_layout(layout)
+    kp = np.array(keypoints, dtype=np.float64, copy=True)
+    conf = np.array(confidence, dtype=np.float64, copy=True)
+    n = kp.shape[0]
+    swapped = np.zeros(n, dtype=bool)
+    try:
+        ls, rs, lh, rh = (lay.index(k) for k in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
+    except KeyError:
+        return kp, conf, swapped
+    torso_pts = kp[:, [ls, rs, lh, rh]]
+    ok = np.isfinite(torso_pts).all(axis=(1, 2)) & (conf[:, [ls, rs, lh, rh]] >= min_conf).all(axis=1)
+    with np.errstate(all="ignore"):
+        length = np.hypot(*((torso_pts[:, 0] + torso_pts[:, 1]) / 2 - (torso_pts[:, 2] + torso_pts[:, 3]) / 2).T)
+        w = ((torso_pts[:, 0, 0] - torso_pts[:, 1, 0]) + (torso_pts[:, 2, 0] - torso_pts[:, 3, 0])) / 2 / length
+    clear = ok & (length > 0) & (np.abs(np.nan_to_num(w)) >= min_width)
+    weight = np.nan_to_num(conf[:, [ls, rs, lh, rh]].mean(axis=1))
+    t = 0
+    while t < n:
+        if not clear[t]:
+            t += 1
+            continue
+        # A run of consecutive clear frames; parity flips at every sign change.
+        start = t
+        parity = [0]
+        while t + 1 < n and clear[t + 1]:
+            parity.append(parity[-1] ^ int(np.sign(w[t + 1]) != np.sign(w[t])))
+            t += 1
+        parity = np.array(parity)
+        run = slice(start, t + 1)
+        # Frames of parity 1 disagree with those of parity 0; the heavier side is kept.
+        w0, w1 = weight[run][parity == 0].sum(), weight[run][parity == 1].sum()
+        flip = parity == (1 if w0 >= w1 else 0)
+        swapped[run] = flip
+        t += 1
+    if swapped.any():
+        p = lay.flip_index
+        kp[swapped] = kp[swapped][:, p]
+        conf[swapped] = conf[swapped][:, p]
+    return kp, conf, swapped

@@ -5,8 +5,8 @@ Two kinds of comparison, both pure numpy/scipy:
 * **channels** (:func:`compare_tables`): scalar curves over time -- IK coordinates (.mot/.sto),
   ID moments, or a C3D file's model outputs (Vicon Plug-in Gait ``POINT:ANGLES`` etc., from
   :func:`opensim_bridge.c3d_read.read_c3d`, as ``LKneeAngles_X``/``_Y``/``_Z`` by
-  :func:`read_c3d_model_outputs`). Channels pair by identical
-  name, then by a user mapping (:func:`read_mapping`).
+  :func:`read_c3d_model_outputs`). Channels pair by identical name, then by a user mapping
+  (:func:`read_mapping`).
 * **markers** (:func:`compare_markers`): 3D trajectories; per-marker positional error after a
   rigid (rotation + translation, no scale) fit of OURS onto LAB over all frames and markers.
 

@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 from conftest import data_path
 from inference.commands.compare import add_compare_parser
 from opensim_bridge import compare as C
+from opensim_bridge.c3d_read import read_c3d
 from opensim_bridge.errors import InputError
 from opensim_bridge.markers import read_markers
 from opensim_bridge.storage import Table, read_table, write_table
@@ -323,9 +324,49 @@ def test_c3d_markers_against_trc_made_from_it(tmp_path, capsys):
 def test_c3d_model_outputs_are_not_markers():
     path = data_path(*SAMPLES, "sample_23", "Vicon_analysis.c3d")
     markers = C.load_markers(path)
-    outputs = C.c3d_model_output_labels(path)
-    assert outputs and not set(markers.names) & set(outputs)
-    assert "LKneeAngles" in outputs and outputs["LKneeAngles"] == "ANGLES"
+    c3d = read_c3d(path)
+    outputs = {lab for group in c3d.model_outputs.values() for lab in group}
+    assert outputs and markers.names and not set(markers.names) & outputs
+    assert "LKneeAngles" in c3d.model_outputs["angles"]
+    table = C.read_c3d_model_outputs(path)
+    assert len(table.labels) == 3 * len(outputs)
+    assert C.channel_units(table)["LKneeAngles_X"] == "deg"
+    np.testing.assert_array_equal(table.time, c3d.point_time)
+    np.testing.assert_array_equal(table.column("LKneeAngles_Y"),
+                                  c3d.model_outputs["angles"]["LKneeAngles"][:, 1])
+
+
+def test_c3d_without_unit_parameters_gets_plug_in_gait_units(tmp_path):
+    """A file that names no moment or angle units: Plug-in Gait's (N mm, deg) are assumed."""
+    raw = data_path(*SAMPLES, "sample_03", "gait-pig.c3d").read_bytes()
+    for name in (b"MOMENT_UNITS", b"ANGLE_UNITS"):
+        assert raw.count(name) == 1
+        raw = raw.replace(name, name[:-1] + b"Q")   # same length: the parameter is unknown
+    path = tmp_path / "no_units.c3d"
+    path.write_bytes(raw)
+    assert not read_c3d(path).model_output_units.get("moments")
+    units = C.channel_units(C.read_c3d_model_outputs(path))
+    assert units["LKneeMoment_X"] == "Nmm" and units["RKneeAngles_Z"] == "deg"
+
+
+def test_c3d_files_with_model_outputs_only(ik, tmp_path):
+    """C3D files of Plug-in Gait angles and no markers (as kinevid writes from an IK result) are
+    compared as channels; asked for as markers, they are a clear error."""
+    from opensim_bridge.c3d_write import write_c3d
+
+    lab, ours = tmp_path / "lab.c3d", tmp_path / "ours.c3d"
+    write_c3d(lab, angles=ik)
+    write_c3d(ours, angles=ik.copy(time=ik.time + 3 / 60.0))
+    assert read_c3d(lab).markers is None
+    assert C.detect_mode(ours, lab) == "channels"
+    res = C.compare_files(ours, lab)
+    assert isinstance(res, C.ChannelComparison)
+    assert len(res.pairs) == 3 * len(read_c3d(lab).model_outputs["angles"])
+    assert res.alignment.lag_frames == pytest.approx(3.0, abs=0.05)
+    assert max(s.rmse for s in res.stats if s.n) < 1e-3
+    with pytest.raises(InputError, match="no markers") as err:
+        C.compare_files(ours, lab, mode="markers")
+    assert "ours.c3d" in str(err.value)
 
 
 # --------------------------------------------------------------------------- files and plots

@@ -1,0 +1,327 @@
+"""From root-relative 3D + 2D pixels to a metric world trajectory with the floor at Y = 0.
+
+Steps (all camera-frame quantities use the pinhole convention: x right, y down, z forward):
+
+1. **Intrinsics** (:func:`intrinsics_for`): the focal length in pixels is given, or derived from a
+   35 mm-equivalent focal length found in the video metadata (``f_px = f35 * diagonal_px /
+   43.27``, the diagonal of a 36x24 mm frame), or from a field of view across the image's
+   LONGER side; without either, :data:`DEFAULT_FOV_DEG` = 60 deg is assumed (phone main cameras
+   film at about 65-70 deg, webcams about 55-60 deg; a wrong focal length scales depth
+   proportionally). Principal point: the image centre.
+2. **Scale** (:func:`estimate_scale`): the lifted skeleton is rescaled so its limb lengths match
+   the subject's stature (Winter 2009 segment proportions: thigh 0.245 H, shank 0.246 H,
+   upper arm 0.186 H, forearm 0.146 H), using per-bone medians over confident frames.
+3. **Camera-frame root** (:func:`solve_root_camera`): per frame, the translation T that puts the
+   metric skeleton on its 2D keypoints: u = f (P + T)_x / (P + T)_z + c_x (and y), linear least
+   squares in T weighted by the 2D confidences. The 2D size of the subject fixes the depth.
+4. **Floor and world frame** (:func:`fit_floor`, :func:`world_frame`): the lowest foot point of
+   each frame (heels, toes, ankles, minus their height above the sole) is a floor candidate;
+   a RANSAC plane through the candidates (its normal within 45 deg of the body's mean vertical)
+   is refined by least squares, with a weak prior towards the body's vertical for directions the
+   contacts do not span (walking along a line only spans one). World axes: Y = floor normal (up,
+   gravity along -Y); X = the camera's x axis projected on the floor; Z = X x Y (towards the
+   camera). Origin: on the floor below the root at the first frame.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["DEFAULT_FOV_DEG", "FOOT_HEIGHTS", "Intrinsics", "FloorPlane", "WorldTrajectory",
+           "intrinsics_for", "estimate_scale", "solve_root_camera", "fit_floor", "world_frame",
+           "to_world"]
+
+DEFAULT_FOV_DEG = 60.0
+
+#: height above the sole of each foot point, as a fraction of stature (Winter 2009 ankle height
+#: 0.039 H; heel and toe keypoints sit on the skin near the sole: 0.012 H and 0.008 H, as the
+#: built-in model's Heel and toe markers)
+FOOT_HEIGHTS: dict[str, float] = {
+    "left_heel": 0.012, "right_heel": 0.012, "left_big_toe": 0.008, "right_big_toe": 0.008,
+    "left_small_toe": 0.008, "right_small_toe": 0.008, "left_foot_index": 0.008,
+    "right_foot_index": 0.008, "left_ankle": 0.039, "right_ankle": 0.039,
+}
+
+# (proximal, distal, fraction of stature) - Winter 2009 fig. 4.1 proportions
+_BONES_STATURE = (
+    ("left_hip", "left_knee", 0.245), ("right_hip", "right_knee", 0.245),
+    ("left_knee", "left_ankle", 0.246), ("right_knee", "right_ankle", 0.246),
+    ("left_shoulder", "left_elbow", 0.186), ("right_shoulder", "right_elbow", 0.186),
+    ("left_elbow", "left_wrist", 0.146), ("right_elbow", "right_wrist", 0.146),
+)
+_DIAG_35MM = math.hypot(36.0, 24.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Intrinsics:
+    focal_px: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    source: str          # how the focal length was obtained, for the report
+
+    @property
+    def fov_long_deg(self) -> float:
+        return math.degrees(2 * math.atan(0.5 * max(self.width, self.height) / self.focal_px))
+
+
+def intrinsics_for(video_size: Sequence[int], *, focal_px: float | None = None,
+                   fov_deg: float | None = None, metadata: Mapping | None = None) -> Intrinsics:
+    """Pinhole intrinsics for a ``(width, height)`` frame (see the module notes for the order)."""
+    w, h = int(video_size[0]), int(video_size[1])
+    if w <= 0 or h <= 0:
+        raise ValueError(f"bad video size {video_size}")
+    long_side = max(w, h)
+    meta = dict(metadata or {})
+    if focal_px is not None:
+        if not focal_px > 0:
+            raise ValueError(f"focal length must be positive, got {focal_px}")
+        f, src = float(focal_px), f"given: {float(focal_px):.1f} px"
+    elif fov_deg is not None:
+        if not 1.0 < fov_deg < 179.0:
+            raise ValueError(f"field of view must be between 1 and 179 degrees, got {fov_deg}")
+        f = 0.5 * long_side / math.tan(math.radians(fov_deg) / 2)
+        src = f"given field of view {fov_deg:g} deg across the longer side"
+    elif meta.get("focal_px"):
+        f, src = float(meta["focal_px"]), "video metadata (focal length in pixels)"
+    elif meta.get("focal_length_35mm"):
+        f35 = float(meta["focal_length_35mm"])
+        f = f35 * math.hypot(w, h) / _DIAG_35MM
+        src = f"video metadata: {f35:g} mm (35 mm equivalent)"
+    else:
+        f = 0.5 * long_side / math.tan(math.radians(DEFAULT_FOV_DEG) / 2)
+        src = f"default field of view {DEFAULT_FOV_DEG:g} deg across the longer side (not in the video metadata)"
+    return Intrinsics(f, 0.5 * w, 0.5 * h, w, h, src)
+
+
+def estimate_scale(names: Sequence[str], pose3d: np.ndarray, stature: float,
+                   confidence: np.ndarray | None = None, min_conf: float = 0.3) -> float:
+    """Factor making the skeleton's limb lengths those of a person of height ``stature`` (m)."""
+    idx = {n: i for i, n in enumerate(names)}
+    p = np.asarray(pose3d, dtype=np.float64)
+    have, want = 0.0, 0.0
+    for a, b, frac in _BONES_STATURE:
+        if a not in idx or b not in idx:
+            continue
+        length = np.linalg.norm(p[:, idx[a]] - p[:, idx[b]], axis=-1)
+        ok = np.isfinite(length)
+        if confidence is not None:
+            ok &= (confidence[:, idx[a]] >= min_conf) & (confidence[:, idx[b]] >= min_conf)
+        if ok.sum() == 0:
+            continue
+        have += float(np.median(length[ok]))
+        want += frac * stature
+    if have <= 0:
+        raise ValueError("no limb (thigh, shank, upper arm, forearm) could be measured to scale "
+                         "the skeleton")
+    return want / have
+
+
+def solve_root_camera(pose3d: np.ndarray, keypoints: np.ndarray, confidence: np.ndarray | None,
+                      K: Intrinsics, min_conf: float = 0.05) -> np.ndarray:
+    """(T, J, 3) metric root-relative pose + (T, J, 2) px -> (T, 3) camera-frame root (NaN where
+    fewer than two joints are usable)."""
+    P = np.asarray(pose3d, dtype=np.float64)
+    uv = np.asarray(keypoints, dtype=np.float64)
+    T = P.shape[0]
+    w = np.ones(P.shape[:2]) if confidence is None else np.nan_to_num(np.asarray(confidence, float))
+    ok = np.isfinite(P).all(-1) & np.isfinite(uv).all(-1) & (w >= min_conf)
+    f = K.focal_px
+    out = np.full((T, 3), np.nan)
+    for t in range(T):
+        j = ok[t]
+        if j.sum() < 2:
+            continue
+        du = uv[t, j, 0] - K.cx
+        dv = uv[t, j, 1] - K.cy
+        px, py, pz = P[t, j, 0], P[t, j, 1], P[t, j, 2]
+        n = int(j.sum())
+        A = np.zeros((2 * n, 3))
+        b = np.empty(2 * n)
+        A[:n, 0] = f
+        A[:n, 2] = -du
+        b[:n] = du * pz - f * px
+        A[n:, 1] = f
+        A[n:, 2] = -dv
+        b[n:] = dv * pz - f * py
+        sw = np.sqrt(np.concatenate([w[t, j], w[t, j]]))
+        sol, *_ = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)
+        out[t] = sol
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FloorPlane:
+    normal: np.ndarray       # unit, camera frame, pointing up (towards the body)
+    offset: float            # plane: normal . x + offset = 0
+    n_candidates: int
+    n_inliers: int
+    method: str              # "ransac" or "body-vertical fallback"
+
+    def height(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x) @ self.normal + self.offset
+
+
+def _body_vertical(names: Sequence[str], points: np.ndarray) -> np.ndarray:
+    """Mean direction from the feet/ankles to the head/neck: a prior for 'up' (camera frame)."""
+    idx = {n: i for i, n in enumerate(names)}
+    tops = [idx[n] for n in ("neck", "head_top", "head", "nose", "left_shoulder", "right_shoulder")
+            if n in idx]
+    bottoms = [idx[n] for n in ("left_ankle", "right_ankle", "left_heel", "right_heel") if n in idx]
+    if tops and bottoms:
+        d = np.nanmean(points[:, tops], axis=1) - np.nanmean(points[:, bottoms], axis=1)
+        d = d[np.isfinite(d).all(-1)]
+        if len(d):
+            v = np.mean(d / np.linalg.norm(d, axis=1, keepdims=True), axis=0)
+            if np.linalg.norm(v) > 0.3:
+                return v / np.linalg.norm(v)
+    return np.array([0.0, -1.0, 0.0])  # camera y points down
+
+
+def _plane_through(points: np.ndarray, prior: np.ndarray, weight: float) -> tuple[np.ndarray, float]:
+    c = points.mean(axis=0)
+    d = points - c
+    S = d.T @ d + weight * (np.eye(3) - np.outer(prior, prior))
+    vals, vecs = np.linalg.eigh(S)
+    n = vecs[:, 0]
+    if n @ prior < 0:
+        n = -n
+    return n, -float(n @ c)
+
+
+def fit_floor(names: Sequence[str], points: np.ndarray, stature: float,
+              confidence: np.ndarray | None = None, *, tol: float | None = None,
+              iterations: int = 300, seed: int = 0, min_conf: float = 0.3,
+              foot_heights: Mapping[str, float] | None = None) -> FloorPlane:
+    """Floor plane from the lowest foot point of each frame ((T, J, 3) camera frame, metres).
+
+    ``foot_heights``: height above the sole of each foot point in metres (default
+    :data:`FOOT_HEIGHTS` times ``stature``), e.g. measured on a static trial.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    idx = {n: i for i, n in enumerate(names)}
+    heights = ({n: v * stature for n, v in FOOT_HEIGHTS.items()} if foot_heights is None
+               else dict(foot_heights))
+    feet = [n for n in heights if n in idx]
+    up = _body_vertical(names, pts)
+    tol = 0.015 * stature if tol is None else tol
+    if not feet:
+        raise ValueError("no foot points (heels, toes or ankles) to find the floor with")
+    fi = np.array([idx[n] for n in feet])
+    lift = np.array([heights[n] for n in feet])
+    usable = np.isfinite(pts[:, fi]).all(-1)
+    if confidence is not None:
+        usable &= np.asarray(confidence)[:, fi] >= min_conf
+
+    def candidates(up_dir):
+        sole = pts[:, fi] - lift[None, :, None] * up_dir        # drop each point to the sole
+        h = np.where(usable, sole @ up_dir, np.inf)
+        k = np.argmin(h, axis=1)
+        rows = np.isfinite(h[np.arange(len(h)), k])
+        return sole[np.arange(len(h)), k][rows]
+
+    cand = candidates(up)
+    n_c = len(cand)
+    prior_w = max(n_c, 1) * 0.05 ** 2  # prior wins only in directions spread less than ~5 cm
+    if n_c < 3:
+        c = cand.mean(axis=0) if n_c else np.nanmin(pts[:, fi].reshape(-1, 3), axis=0)
+        return FloorPlane(up, -float(up @ c), n_c, n_c, "body-vertical fallback")
+    rng = np.random.default_rng(seed)
+    best = None
+    cos_max = math.cos(math.radians(45))
+    for _ in range(iterations):
+        s = cand[rng.choice(n_c, 3, replace=False)]
+        n = np.cross(s[1] - s[0], s[2] - s[0])
+        if np.linalg.norm(n) < 1e-9:
+            continue
+        n /= np.linalg.norm(n)
+        if n @ up < 0:
+            n = -n
+        if n @ up < cos_max:
+            continue
+        inl = np.abs((cand - s[0]) @ n) < tol
+        if best is None or inl.sum() > best.sum():
+            best = inl
+    if best is None or best.sum() < 3:
+        best = np.ones(n_c, bool)
+    normal, offset = up, 0.0
+    for _ in range(3):  # refine: refit, recompute candidates with the new 'up', re-select inliers
+        normal, offset = _plane_through(cand[best], up, prior_w)
+        cand = candidates(normal)
+        resid = cand @ normal + offset
+        best = np.abs(resid) < tol
+        if best.sum() < 3:
+            best = np.argsort(np.abs(resid))[:max(3, n_c // 2)]
+            best = np.isin(np.arange(len(cand)), best)
+    normal, offset = _plane_through(cand[best], up, prior_w)
+    return FloorPlane(normal, offset, n_c, int(best.sum()), "ransac")
+
+
+def world_frame(floor: FloorPlane, root_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, origin): world = R @ (camera - origin); rows of R are the world X, Y, Z in camera axes."""
+    y = floor.normal / np.linalg.norm(floor.normal)
+    x = np.array([1.0, 0.0, 0.0]) - y[0] * y
+    if np.linalg.norm(x) < 1e-6:  # camera x vertical (rolled 90 deg): use its optical axis
+        x = np.array([0.0, 0.0, 1.0]) - y[2] * y
+    x /= np.linalg.norm(x)
+    z = np.cross(x, y)
+    R = np.stack([x, y, z])
+    roots = root_cam[np.isfinite(root_cam).all(-1)]
+    first = roots[0] if len(roots) else np.zeros(3)
+    origin = first - floor.height(first) * y      # on the floor below the first root position
+    return R, origin
+
+
+@dataclasses.dataclass
+class WorldTrajectory:
+    points: np.ndarray        # (T, J, 3) world frame, metres (Y up, floor at 0)
+    root: np.ndarray          # (T, 3) world root position
+    points_camera: np.ndarray  # (T, J, 3) camera frame, metres
+    rotation: np.ndarray      # (3, 3) camera -> world
+    origin: np.ndarray        # (3,) world origin in camera coordinates
+    intrinsics: Intrinsics
+    scale: float              # factor applied to the lifter's output
+    floor: FloorPlane
+
+    @property
+    def camera_position(self) -> np.ndarray:
+        return self.rotation @ (-self.origin)
+
+    def summary(self) -> dict:
+        tilt = math.degrees(math.acos(float(np.clip(-self.floor.normal[1], -1, 1))))
+        return {"focal_px": self.intrinsics.focal_px, "focal_source": self.intrinsics.source,
+                "fov_long_side_deg": self.intrinsics.fov_long_deg, "scale": self.scale,
+                "camera_height_m": float(self.camera_position[1]),
+                "camera_tilt_deg": tilt, "floor_method": self.floor.method,
+                "floor_candidates": self.floor.n_candidates, "floor_inliers": self.floor.n_inliers}
+
+
+def to_world(names: Sequence[str], pose3d: np.ndarray, keypoints: np.ndarray,
+             confidence: np.ndarray | None, K: Intrinsics, stature: float, *,
+             scale: float | None = None, root_index: int = 0,
+             foot_heights: Mapping[str, float] | None = None) -> WorldTrajectory:
+    """The whole chain: scale -> camera-frame root -> floor -> world points (see module notes).
+
+    ``pose3d`` (T, J, 3) root-relative camera-axes 3D; ``keypoints`` (T, J, 2) the same joints in
+    pixels (NaN where unseen), ``confidence`` (T, J).
+    """
+    P = np.asarray(pose3d, dtype=np.float64)
+    if scale is None:
+        scale = estimate_scale(names, P, stature, confidence)
+    P = P * scale
+    root = solve_root_camera(P, keypoints, confidence, K)
+    # frames the solver could not place take the nearest solved frame's depth (interpolated)
+    ok = np.isfinite(root).all(-1)
+    if not ok.any():
+        raise ValueError("the subject could not be placed in any frame (too few 2D keypoints)")
+    t = np.arange(len(root))
+    root = np.stack([np.interp(t, t[ok], root[ok, d]) for d in range(3)], axis=1)
+    cam = P + root[:, None, :] - P[:, root_index: root_index + 1]
+    floor = fit_floor(names, cam, stature, confidence, foot_heights=foot_heights)
+    R, origin = world_frame(floor, root)
+    world = (cam - origin) @ R.T
+    return WorldTrajectory(world, (root - origin) @ R.T, cam, R, origin, K, float(scale), floor)

@@ -1,0 +1,130 @@
+"""World trajectory from real walking markers seen by a known virtual camera.
+
+The 3D comes from the Gait2354 walking trial (real motion capture, lab frame Y up, floor at
+Y = 0): its markers are projected through a tilted, rolled pinhole camera; the root-relative 3D
+(in camera axes, as a lifter would give it) and the 2D pixels go through inference.trajectory,
+and the recovered depth, floor and world heights are compared with the truth.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.trajectory import (DEFAULT_FOV_DEG, estimate_scale, fit_floor, intrinsics_for,
+                                  solve_root_camera, to_world)
+from opensim_bridge.trc import read_trc
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WALK = DATA / "opensim-models" / "Pipelines" / "Gait2354_Simbody" / "subject01_walk1.trc"
+
+# canonical keypoint name -> markers averaged to make it
+MARKERS = {
+    "mid_hip": ("R.ASIS", "L.ASIS", "V.Sacral"), "head_top": ("Top.Head",),
+    "right_shoulder": ("R.Acromium",), "left_shoulder": ("L.Acromium",),
+    "right_elbow": ("R.Elbow",), "left_elbow": ("L.Elbow",),
+    "right_wrist": ("R.Wrist.Med", "R.Wrist.Lat"), "left_wrist": ("L.Wrist.Med", "L.Wrist.Lat"),
+    "right_knee": ("R.Shank.Upper",), "left_knee": ("L.Shank.Upper",),
+    "right_heel": ("R.Heel",), "left_heel": ("L.Heel",),
+    "right_big_toe": ("R.Toe.Tip",), "left_big_toe": ("L.Toe.Tip",),
+}
+
+
+STATIC = WALK.with_name("subject01_static.trc")
+
+
+def _walk(path=WALK):
+    s = read_trc(path).to_metres()
+    names = list(MARKERS)
+    pts = np.stack([np.mean([s[m] for m in MARKERS[n]], axis=0) for n in names], axis=1)
+    keep = np.isfinite(pts).all(axis=(1, 2))
+    return names, pts[keep]
+
+
+def _camera(pitch_deg: float, roll_deg: float, position: np.ndarray, target: np.ndarray):
+    """Rotation lab -> camera (rows: camera x right, y down, z forward) looking at ``target``."""
+    fwd = target - position
+    fwd[1] = 0.0
+    fwd /= np.linalg.norm(fwd)
+    up = np.array([0.0, 1.0, 0.0])
+    right = np.cross(fwd, up)
+    R0 = np.stack([right, -up, fwd])                 # level camera
+    p, r = math.radians(pitch_deg), math.radians(roll_deg)
+    pitch = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    roll = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return roll @ pitch @ R0
+
+
+def _project(cam_pts, f, cx, cy):
+    return np.stack([f * cam_pts[..., 0] / cam_pts[..., 2] + cx,
+                     f * cam_pts[..., 1] / cam_pts[..., 2] + cy], axis=-1)
+
+
+@pytest.mark.parametrize("pitch,roll,noise_px", [(8.0, 0.0, 0.0), (12.0, 4.0, 1.0)])
+def test_depth_floor_and_heights_recovered(pitch, roll, noise_px):
+    names, lab = _walk()
+    centre = lab[:, 0].mean(axis=0)
+    position = centre + np.array([0.3, 1.3 - centre[1], 4.5])   # beside the walkway, 1.3 m high
+    R = _camera(pitch, roll, position, centre)
+    cam = (lab - position) @ R.T
+    K = intrinsics_for((1920, 1080), fov_deg=65.0)
+    uv = _project(cam, K.focal_px, K.cx, K.cy)
+    uv = uv + np.random.default_rng(3).normal(0, noise_px, uv.shape)
+    rel = cam - cam[:, :1]
+    conf = np.ones(uv.shape[:2])
+
+    root = solve_root_camera(rel, uv, conf, K)
+    depth_err = np.abs(root[:, 2] - cam[:, 0, 2]) / cam[:, 0, 2]
+    assert np.median(depth_err) < 0.01 and depth_err.max() < 0.04
+
+    # the markers' own height above the sole, from the static trial (standing on the floor)
+    snames, static = _walk(STATIC)
+    feet = {n: float(np.median(static[:, snames.index(n), 1])) for n in
+            ("right_heel", "left_heel", "right_big_toe", "left_big_toe")}
+    wt = to_world(names, rel, uv, conf, K, stature=1.80, scale=1.0, foot_heights=feet)
+    # the floor's normal is the lab's vertical, seen from the camera
+    up_cam = R @ np.array([0.0, 1.0, 0.0])
+    angle = math.degrees(math.acos(np.clip(wt.floor.normal @ up_cam, -1, 1)))
+    assert angle < 2.0
+    # world heights are the lab heights (floor at 0)
+    err = wt.points[..., 1] - lab[..., 1]
+    assert np.median(np.abs(err)) < 0.03
+    heels = [names.index("right_heel"), names.index("left_heel")]
+    assert abs(np.percentile(wt.points[:, heels, 1], 2) - np.percentile(lab[:, heels, 1], 2)) < 0.03
+    # horizontal root travel is metric: same path length as the lab pelvis
+    travel = np.linalg.norm(np.diff(wt.root[:, [0, 2]], axis=0), axis=1).sum()
+    truth = np.linalg.norm(np.diff(lab[:, 0, [0, 2]], axis=0), axis=1).sum()
+    assert abs(travel - truth) / truth < 0.1
+    assert abs(wt.camera_position[1] - position[1]) < 0.05
+
+
+def test_scale_from_stature_and_limb_lengths():
+    names, lab = _walk()
+    rel = lab - lab[:, :1]
+    s1 = estimate_scale(names, rel, 1.80)
+    s2 = estimate_scale(names, 0.5 * rel, 1.80)
+    assert s2 == pytest.approx(2 * s1, rel=1e-9)
+    # the subject's own limbs give a plausible stature: within 15 % of 1.8 m scaled
+    assert 0.8 < s1 < 1.25
+
+
+def test_intrinsics_sources():
+    K = intrinsics_for((1920, 1080))
+    assert K.fov_long_deg == pytest.approx(DEFAULT_FOV_DEG)
+    assert "default" in K.source
+    K = intrinsics_for((1080, 1920), fov_deg=70)
+    assert K.fov_long_deg == pytest.approx(70)
+    K = intrinsics_for((1920, 1080), metadata={"focal_length_35mm": 26})
+    assert "metadata" in K.source and 60 < K.fov_long_deg < 75
+    assert intrinsics_for((640, 480), focal_px=500).focal_px == 500
+
+
+def test_floor_fallback_without_contacts_spread():
+    names = ["mid_hip", "neck", "left_ankle", "right_ankle"]
+    pts = np.zeros((1, 4, 3))
+    pts[0] = [[0, 0, 3], [0, -0.5, 3], [-0.1, 0.9, 3], [0.1, 0.9, 3]]
+    fl = fit_floor(names, pts, 1.8)
+    assert fl.method == "body-vertical fallback"
+    assert fl.normal @ np.array([0, -1.0, 0]) > 0.99
