@@ -28,7 +28,8 @@ is a fraction of height) and an approximation for the mocap skeletons.
 Camera frame of the 3D targets: x right, y down, z forward (OpenCV / VideoPose3D), root
 (mid-hip, the built-in model's ``Hip`` marker) at the origin, metres. Input 2D: HALPE-26 in
 screen coordinates normalised as VideoPose3D does (``x / w * 2 - 1``, ``y / w * 2 - h / w``),
-plus a confidence channel; a dropped joint is (0, 0) with confidence 0.
+plus a confidence channel; a dropped joint is filled over time as inference fills it
+(:func:`models.lift_infer.fill_missing`) with confidence 0.
 """
 from __future__ import annotations
 
@@ -770,11 +771,40 @@ def normalize_screen(uv: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray
     return np.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / w * 2 - h / w], axis=-1)
 
 
+def fill_missing(xy: np.ndarray) -> np.ndarray:
+    """(B, T, J, 2) with NaN -> filled as kinevid's inference fills them
+    (:func:`models.lift_infer.fill_missing`): linear in time between samples, held at the ends;
+    a joint missing in the whole window takes the frame's mean of the present joints (or 0)."""
+    B, T, J, _ = xy.shape
+    ok = np.isfinite(xy).all(axis=-1)                        # (B, T, J)
+    if ok.all():
+        return xy
+    t = np.arange(T)[None, :, None]
+    prev = np.maximum.accumulate(np.where(ok, t, -1), axis=1)
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(ok, t, T), axis=1), axis=1), axis=1)
+    pc, nc = np.clip(prev, 0, T - 1), np.clip(nxt, 0, T - 1)
+    take = lambda idx: np.take_along_axis(xy, idx[..., None].repeat(2, -1), axis=1)  # noqa: E731
+    xp, xn = take(pc), take(nc)
+    span = np.maximum(nxt - prev, 1)[..., None]
+    a = ((t - prev)[..., None] / span)
+    lin = xp + a * (xn - xp)
+    out = np.where((prev >= 0)[..., None] & (nxt < T)[..., None], lin,
+                   np.where((prev >= 0)[..., None], xp, xn))
+    out = np.where(ok[..., None], xy, out)
+    never = ~ok.any(axis=1)                                  # (B, J)
+    if never.any():
+        present = np.where(never[:, None, :, None], np.nan, out)
+        with np.errstate(all="ignore"):
+            centre = np.nan_to_num(np.nanmean(present, axis=2), nan=0.0)   # (B, T, 2)
+        out = np.where(never[:, None, :, None], centre[:, :, None, :], out)
+    return out
+
+
 def model_input(uv: np.ndarray, conf: np.ndarray, w, h) -> np.ndarray:
-    """(B, T, 26, 3) float32 network input; NaN (dropped) joints -> (0, 0, conf 0)."""
-    xy = normalize_screen(uv, np.asarray(w, float), np.asarray(h, float))
-    bad = ~np.isfinite(xy).all(axis=-1)
-    xy = np.where(bad[..., None], 0.0, xy)
+    """(B, T, 26, 3) float32 network input; NaN (dropped) joints are filled over time as
+    inference does (:func:`fill_missing`) and get confidence 0."""
+    bad = ~np.isfinite(uv).all(axis=-1)
+    xy = normalize_screen(fill_missing(uv), np.asarray(w, float), np.asarray(h, float))
     c = np.where(bad, 0.0, conf)
     return np.concatenate([xy, c[..., None]], axis=-1).astype(np.float32)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, ModelError
+from .timeseries import time_window
 
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*(.*?)\s*$")
 _OLD_STYLE = re.compile(r"^\s*(name|datacolumns|datarows|range|otherdata)\b\s*(.*?)\s*$", re.I)
@@ -136,16 +137,7 @@ class Table:
     def between(self, start: float | None = None, end: float | None = None,
                 tolerance: float = 1e-6) -> "Table":
         """Rows with start <= t <= end. A range that misses the data is an error, not empty."""
-        t0, t1 = float(self.time[0]), float(self.time[-1])
-        start = t0 if start is None else float(start)
-        end = t1 if end is None else float(end)
-        if end < start:
-            self._fail(f"time range {start:g}-{end:g} s is reversed")
-        if start > t1 + tolerance or end < t0 - tolerance:
-            self._fail(f"time range {start:g}-{end:g} s lies outside the data ({t0:g}-{t1:g} s)")
-        keep = (self.time >= start - tolerance) & (self.time <= end + tolerance)
-        if not keep.any():
-            self._fail(f"no rows between {start:g} and {end:g} s")
+        keep = time_window(self.time, start, end, self._fail, tolerance)
         return self.copy(time=self.time[keep], data=self.data[keep])
 
     # ----------------------------------------------------------------- angle units

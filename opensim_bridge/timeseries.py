@@ -28,6 +28,24 @@ def normalise_unit(unit: str) -> str:
     return u
 
 
+def time_window(time: np.ndarray, start: float | None, end: float | None, fail,
+                tolerance: float = 1e-6) -> np.ndarray:
+    """Boolean mask of ``start <= time <= end`` (open ends = the data's ends). A reversed range,
+    or one that misses the data, is reported through ``fail(problem)`` rather than yielding an
+    empty selection, so the user hears which file and which times."""
+    t0, t1 = float(time[0]), float(time[-1])
+    start = t0 if start is None else float(start)
+    end = t1 if end is None else float(end)
+    if end < start:
+        fail(f"time range {start:g}-{end:g} s is reversed")
+    if start > t1 + tolerance or end < t0 - tolerance:
+        fail(f"time range {start:g}-{end:g} s lies outside the data ({t0:g}-{t1:g} s)")
+    keep = (time >= start - tolerance) & (time <= end + tolerance)
+    if not keep.any():
+        fail(f"no samples between {start:g} and {end:g} s")
+    return keep
+
+
 @dataclasses.dataclass(frozen=True)
 class Event:
     """A named instant, e.g. ``Event("Foot Strike", 1.02, "Left")``."""
@@ -237,18 +255,11 @@ class KeypointSeries:
     def between(self, start: float | None = None, end: float | None = None,
                 tolerance: float = 1e-6) -> "KeypointSeries":
         """Samples with start <= t <= end. A range that misses the data is an error, not empty."""
-        t0, t1 = float(self._time[0]), float(self._time[-1])
-        start = t0 if start is None else float(start)
-        end = t1 if end is None else float(end)
-        if end < start:
-            self._fail(f"time range {start:g}-{end:g} s is reversed")
-        if start > t1 + tolerance or end < t0 - tolerance:
-            self._fail(f"time range {start:g}-{end:g} s lies outside the data ({t0:g}-{t1:g} s)")
-        keep = (self._time >= start - tolerance) & (self._time <= end + tolerance)
-        if not keep.any():
-            self._fail(f"no samples between {start:g} and {end:g} s")
+        keep = time_window(self._time, start, end, self._fail, tolerance)
+        lo = -np.inf if start is None else float(start) - tolerance
+        hi = np.inf if end is None else float(end) + tolerance
         conf = None if self._confidence is None else self._confidence[keep]
-        ev = [e for e in self.events if start - tolerance <= e.time <= end + tolerance]
+        ev = [e for e in self.events if lo <= e.time <= hi]
         return self.copy(time=self._time[keep], data=self._data[keep], confidence=conf, events=ev)
 
     def frames(self, idx) -> "KeypointSeries":

@@ -93,11 +93,13 @@ def test_depth_floor_and_heights_recovered(pitch, roll, noise_px):
     assert np.median(np.abs(err)) < 0.03
     heels = [names.index("right_heel"), names.index("left_heel")]
     assert abs(np.percentile(wt.points[:, heels, 1], 2) - np.percentile(lab[:, heels, 1], 2)) < 0.03
-    # horizontal root travel is metric: same path length as the lab pelvis
-    travel = np.linalg.norm(np.diff(wt.root[:, [0, 2]], axis=0), axis=1).sum()
-    truth = np.linalg.norm(np.diff(lab[:, 0, [0, 2]], axis=0), axis=1).sum()
-    assert abs(travel - truth) / truth < 0.1
-    assert abs(wt.camera_position[1] - position[1]) < 0.05
+    # metric placement on the floor: horizontal distance from the camera to the pelvis
+    cam_xz = wt.camera_position[[0, 2]]
+    dist = np.linalg.norm(wt.root[:, [0, 2]] - cam_xz, axis=1)
+    truth = np.linalg.norm(lab[:, 0, [0, 2]] - position[[0, 2]], axis=1)
+    assert np.median(np.abs(dist - truth) / truth) < 0.02
+    # 1 deg of floor tilt moves a camera 4.5 m away by 8 cm
+    assert abs(wt.camera_position[1] - position[1]) < 0.1
 
 
 def test_scale_from_stature_and_limb_lengths():
