@@ -116,12 +116,14 @@ class _ViTPoseOnBoxes:
 
 
 def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int | None = None,
-                    max_frames: int | None = None, max_people: int = 4, detect_every: int = 10,
-                    max_missed: int = 15, device: str = "auto", cache: str | os.PathLike | None = None,
+                    max_frames: int | None = None, max_people: int = 4, detect_every_s: float = 0.33,
+                    max_missed_s: float = 0.5, device: str = "auto", cache: str | os.PathLike | None = None,
                     progress: Callable[[int, int], None] | None = None,
                     choice: BackendChoice | None = None, fix_swaps: bool = True) -> Pose2D:
     """2D keypoints of every person in ``video`` (file or image folder), tracked, with the
     subject selected. ``person``: the track id to select (error if there is no such track).
+    ``detect_every_s``: time between searches for new persons; ``max_missed_s``: how long a
+    person may stay unseen and keep their id.
     ``fix_swaps``: undo runs of left/right label swaps (:func:`~inference.tracking.fix_left_right_swaps`)."""
     choice = choice or resolve_backend(pose, cache)
     source = open_video(video)
@@ -129,7 +131,10 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
     total = info.n_frames if max_frames is None else min(max_frames, info.n_frames or max_frames)
     vit = _ViTPoseOnBoxes(choice.weights, cache, device) if choice.backend == "vitpose" else None
     layout = vit.layout if vit else BLAZEPOSE_LAYOUT
-    tracker = Tracker(max_missed=max_missed)
+    # Detection passes and track lifetimes are set in seconds so 30 and 240 fps clips behave alike.
+    fps = info.fps if info.fps and np.isfinite(info.fps) and info.fps > 0 else 30.0
+    detect_every = max(1, int(round(detect_every_s * fps)))
+    tracker = Tracker(max_missed=max(1, int(round(max_missed_s * fps))))
     frames, times, detections, ids = [], [], [], []
     t0 = time.perf_counter()
     with MultiPersonBlazePose(max_people=max_people, detect_every=detect_every) as people_finder:

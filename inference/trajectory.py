@@ -30,9 +30,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_FOV_DEG", "FOOT_HEIGHTS", "Intrinsics", "FloorPlane", "WorldTrajectory",
-           "intrinsics_for", "estimate_scale", "solve_root_camera", "fit_floor", "world_frame",
-           "to_world"]
+__all__ = [
+    "DEFAULT_FOV_DEG",
+    "FOOT_HEIGHTS",
+    "FloorPlane",
+    "Intrinsics",
+    "WorldTrajectory",
+    "estimate_scale",
+    "fit_floor",
+    "intrinsics_for",
+    "solve_root_camera",
+    "to_world",
+    "world_frame",
+]
 
 DEFAULT_FOV_DEG = 60.0
 
@@ -186,7 +196,7 @@ def _plane_through(points: np.ndarray, prior: np.ndarray, weight: float) -> tupl
     c = points.mean(axis=0)
     d = points - c
     S = d.T @ d + weight * (np.eye(3) - np.outer(prior, prior))
-    vals, vecs = np.linalg.eigh(S)
+    _, vecs = np.linalg.eigh(S)
     n = vecs[:, 0]
     if n @ prior < 0:
         n = -n

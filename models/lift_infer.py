@@ -26,8 +26,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["normalize_screen_coordinates", "image_coordinates", "fill_missing", "mirror_permutation",
-           "prepare_input", "run_lifter", "lift_sequence"]
+__all__ = [
+    "fill_missing",
+    "image_coordinates",
+    "lift_sequence",
+    "mirror_permutation",
+    "normalize_screen_coordinates",
+    "prepare_input",
+    "run_lifter",
+]
 
 
 def normalize_screen_coordinates(xy: np.ndarray, w: float, h: float) -> np.ndarray:

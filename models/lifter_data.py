@@ -669,7 +669,8 @@ def project(points: np.ndarray, cam: Cameras) -> tuple[np.ndarray, np.ndarray]:
     """World points (B, ..., 3) -> pixel coords (B, ..., 2) and camera-frame points."""
     B = points.shape[0]
     shp = (B,) + (1,) * (points.ndim - 2)
-    Xc = np.einsum("bij,b...j->b...i", cam.R, points - cam.C.reshape(shp + (3,)))
+    d = (points - cam.C.reshape(shp + (3,))).reshape(B, -1, 3)
+    Xc = np.matmul(d, np.swapaxes(cam.R, 1, 2)).reshape(points.shape)
     z = np.maximum(Xc[..., 2], 1e-3)
     u = cam.f.reshape(shp) * Xc[..., 0] / z + cam.w.reshape(shp) / 2
     v = cam.f.reshape(shp) * Xc[..., 1] / z + cam.h.reshape(shp) / 2
@@ -828,6 +829,10 @@ class PairSampler:
         dur = np.array([c.frames / c.fps for c in clips])
         wgt = np.minimum(dur, 20.0)
         self.p = wgt / wgt.sum()
+        self._all = np.concatenate([c.markers for c in clips]).astype(np.float64)
+        self._frames = np.array([c.frames for c in clips])
+        self._start = np.concatenate([[0], np.cumsum(self._frames)[:-1]])
+        self._fps = np.array([c.fps for c in clips])
 
     def windows(self, B: int, fps=None, speed=None) -> tuple[np.ndarray, np.ndarray]:
         """World-frame marker windows (B, window, 30, 3) in metres, and the heights (B,)."""
@@ -836,19 +841,18 @@ class PairSampler:
         fps = rng.uniform(*self.fps_range, B) if fps is None else np.full(B, float(fps))
         speed = rng.uniform(*self.speed_range, B) if speed is None else np.full(B, float(speed))
         H = rng.uniform(*self.height_range, B)
-        out = np.empty((B, self.window, len(OUTPUT_MARKERS), 3))
         k = np.arange(self.window) - self.window // 2
-        for b in range(B):
-            c = self.clips[ci[b]]
-            step = c.fps / fps[b] * speed[b]          # source frames per output frame
-            span = step * (self.window // 2)
-            lo, hi = span, c.frames - 1 - span
-            mid = rng.uniform(lo, hi) if hi > lo else (c.frames - 1) / 2
-            t = np.clip(mid + k * step, 0, c.frames - 1)
-            i0 = np.floor(t).astype(int)
-            i1 = np.minimum(i0 + 1, c.frames - 1)
-            a = (t - i0)[:, None, None]
-            out[b] = (1 - a) * c.markers[i0] + a * c.markers[i1]
+        n = self._frames[ci].astype(float)
+        step = self._fps[ci] / fps * speed                  # source frames per output frame
+        span = step * (self.window // 2)
+        lo, hi = span, n - 1 - span
+        mid = np.where(hi > lo, lo + rng.random(B) * np.maximum(hi - lo, 0), (n - 1) / 2)
+        t = np.clip(mid[:, None] + k[None, :] * step[:, None], 0, (n - 1)[:, None])
+        i0 = np.floor(t).astype(np.int64)
+        i1 = np.minimum(i0 + 1, (n - 1)[:, None].astype(np.int64))
+        a = (t - i0)[..., None, None]
+        base = self._start[ci][:, None]
+        out = (1 - a) * self._all[base + i0] + a * self._all[base + i1]
         out *= H[:, None, None, None]
         if self.mirror:
             flip = rng.random(B) < 0.5
@@ -869,7 +873,7 @@ def make_pairs(rng, world: np.ndarray, H: np.ndarray, sigma=None, spec=None,
     c = T // 2
     if cams is None:
         cams = random_cameras(rng, world[:, c, ROOT_INDEX], H)
-    halpe = np.einsum("ij,btjk->btik", INPUT_MATRIX, world)
+    halpe = np.matmul(INPUT_MATRIX, world)
     uv, _ = project(halpe, cams)
     _, Xc = project(world[:, c], cams)
     target = Xc - Xc[:, ROOT_INDEX:ROOT_INDEX + 1]

@@ -35,12 +35,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.checkpoints import (CheckpointError, cache_dir, cached_path, fetch, read_state_dict,
-                                sha256_file)
+from models.checkpoints import (
+    CheckpointError,
+    cache_dir,
+    cached_path,
+    fetch,
+    read_state_dict,
+    sha256_file,
+)
 
-__all__ = ["LifterSpec", "LIFTER_REGISTRY", "REPO_ROOT", "NONCOMMERCIAL", "lifter_cache",
-           "get_lifter_spec", "lifter_choices", "resolve_checkpoint", "extract_state_dict",
-           "infer_tcn_architecture", "build_lifter", "load_lifter", "save_lifter_checkpoint"]
+__all__ = [
+    "LIFTER_REGISTRY",
+    "NONCOMMERCIAL",
+    "REPO_ROOT",
+    "LifterSpec",
+    "build_lifter",
+    "extract_state_dict",
+    "get_lifter_spec",
+    "import_lifter",
+    "infer_tcn_architecture",
+    "lifter_cache",
+    "lifter_choices",
+    "load_lifter",
+    "resolve_checkpoint",
+    "save_lifter_checkpoint",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +119,7 @@ class LifterSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "LifterSpec":
+    def from_json(cls, data: Mapping) -> LifterSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in fields}
         for k in ("output_names", "filter_widths"):
@@ -223,10 +242,22 @@ def _apply_meta(spec: LifterSpec, meta: Mapping, path) -> LifterSpec:
     for k in ("output_names", "filter_widths"):
         if k in changes:
             changes[k] = tuple(changes[k])
+    if "output_names" in changes:
+        changes["output_names"] = canonical_output_names(changes["output_names"])
     try:
         return dataclasses.replace(spec, **changes)
     except TypeError as exc:
         raise CheckpointError(f"bad 'meta' in the checkpoint: {exc}", path) from None
+
+
+def canonical_output_names(names) -> tuple[str, ...]:
+    """Output names in kinevid's canonical naming; built-in model marker names (``RHip``,
+    ``Hip``, ``Head`` ... as kinevid's trainer writes them) are translated, so that left/right
+    mirroring, floor contacts and bone checks find them; the TRC writer maps them back."""
+    from inference.lift import MARKER_FOR
+
+    from_marker = {m: c for c, m in MARKER_FOR.items()}
+    return tuple(from_marker.get(n, n) for n in names)
 
 
 def load_lifter(lifter: str | os.PathLike | LifterSpec, *, cache: str | os.PathLike | None = None,
@@ -296,3 +327,24 @@ def save_lifter_checkpoint(model, path: str | os.PathLike, *, meta: Mapping | No
         torch.save({"model_pos": state, "epoch": int(epoch), "meta": dict(meta or {})}, tmp)
     return path
 
+
+
+def import_lifter(path: str | os.PathLike, name: str, *, trust: bool = False,
+                  cache: str | os.PathLike | None = None) -> Path:
+    """Bring a checkpoint downloaded elsewhere into the lifter cache under registry ``name``
+    (offline machines). Verified like a download (sha256, or ``trust`` to pin it), then loaded
+    strictly once before it is kept."""
+    spec = get_lifter_spec(name)
+    if spec.file:
+        raise CheckpointError(f"lifter {name!r} is shipped with kinevid; nothing to import")
+    src = Path(path)
+    if not src.is_file():
+        raise CheckpointError("checkpoint file not found", src)
+    local = dataclasses.replace(spec, url=src.resolve().as_uri())
+    cached = fetch(local, cache=lifter_cache(cache), trust=trust, force=True)
+    try:
+        load_lifter(spec, cache=cache, download=False, quiet=True)
+    except CheckpointError:
+        cached.unlink(missing_ok=True)
+        raise
+    return cached

@@ -30,10 +30,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-__all__ = ["TemporalModelBase", "TemporalModel", "TemporalModelOptimized1f", "receptive_field",
-           "BN_MOMENTUM"]
+__all__ = [
+    "BN_MOMENTUM",
+    "TemporalModel",
+    "TemporalModelBase",
+    "TemporalModelOptimized1f",
+    "receptive_field",
+]
 
 BN_MOMENTUM = 0.1  # the original's initial BatchNorm momentum (it decays it during training)
 

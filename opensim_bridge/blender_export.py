@@ -29,8 +29,10 @@ How the model is posed, frame by frame, as OpenSim's own tools do: every coordin
 names is set (rotational columns converted from degrees when the file is in degrees; a locked
 coordinate the motion drives is unlocked); coordinates the motion lacks keep their default
 value (a warning lists them), except coordinates that a CoordinateCouplerConstraint makes
-dependent (e.g. Rajagopal's ``knee_angle_r_beta``), which ``Model.assemble`` solves from the
-independent ones whenever the model has enforced constraints; then ``realizePosition``.
+dependent (e.g. Rajagopal's ``knee_angle_r_beta``), which are set from the coupler's own
+equation ``scale_factor * f(independent)`` (exact, and the motion's knee angle is kept; OpenSim's
+``Model.assemble`` agrees to ~1e-5 m but nudges the independent coordinate and is 30x slower);
+any other enforced constraint is solved with ``Model.assemble``; then ``realizePosition``.
 Knee translations that are functions of the knee angle inside a CustomJoint need nothing
 extra: OpenSim's joint evaluates them.
 """
@@ -43,9 +45,9 @@ import math
 import os
 import time as _time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -223,8 +225,8 @@ def _in_degrees(table, rotational: set[str], found: dict[str, int]) -> tuple[boo
     cols = [found[c] for c in found if c in rotational]
     big = bool(cols) and np.nanmax(np.abs(table.data[:, cols])) > 2 * math.pi
     unit = "degrees" if big else "radians"
-    return big, [f"the motion does not say whether angles are in degrees; assumed {unit} "
-                 "from the size of its values"]
+    return big, [(f"the motion does not say whether angles are in degrees; assumed {unit} "
+                  "from the size of its values")]
 
 
 def _fill_gaps(time: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -297,7 +299,7 @@ def pose_model(model, table, *, ignore_unknown: bool = False) -> Poses:
         if others:
             try:
                 model.assemble(state)
-            except Exception:  # OpenSim: "AssemblySolver::assemble() Failed": keep going, report
+            except RuntimeError:  # OpenSim: "AssemblySolver::assemble() Failed": keep going, report
                 assembly_failures += 1
         model.realizePosition(state)
         for b, body in enumerate(bodies):
@@ -312,12 +314,12 @@ def pose_model(model, table, *, ignore_unknown: bool = False) -> Poses:
             mpos[f, k] = (loc.get(0), loc.get(1), loc.get(2))
     if assembly_failures:
         warnings.append(f"OpenSim could not satisfy the model's constraints in {assembly_failures} "
-                        "of {n} frames; those frames show the closest pose it found")
+                        f"of {n} frames; those frames show the closest pose it found")
     quats = hemisphere_continuous(rotation_to_quaternion(mats))
     return Poses(time=table.time.copy(), bodies=order, translation=trans, rotation=quats,
                  coordinates=names, coordinate_values=qvals,
                  markers=[m.getName() for m in markers], marker_positions=mpos,
-                 from_motion=set(c.getName() for c, _ in driven), warnings=warnings,
+                 from_motion={c.getName() for c, _ in driven}, warnings=warnings,
                  wall_s=_time.perf_counter() - t0)
 
 
@@ -398,21 +400,22 @@ def _vec(v) -> list[float]:
 
 
 def _generator() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     import opensim as osim
     try:
-        from importlib.metadata import version
         kv = version("kinevid")
-    except Exception:
+    except PackageNotFoundError:  # a source tree that is not installed
         kv = "0+unknown"
     return f"kinevid {kv} (OpenSim {getattr(osim, '__version__', '?')})"
 
 
-def _require(path, what: str) -> Path:
+def _require(path, what: str, error=InputError) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
-        raise InputError(f"{what} not found", p)
+        raise error(f"{what} not found", p)
     if not p.is_file():
-        raise InputError(f"{what} is not a file", p)
+        raise error(f"{what} is not a file", p)
     return p.resolve()
 
 
@@ -433,7 +436,12 @@ def export_blender(model_path: str | os.PathLike, motion_path: str | os.PathLike
     ``confidence``: optional :class:`~opensim_bridge.storage.Table` of per-coordinate
     confidence (0..1) whose columns are coordinate names; it is resampled to the motion's
     frames (NaN for coordinates it lacks)."""
-    from .geometry import find_mesh_file, geometry_search_paths, model_geometry, read_mesh
+    from .geometry import (
+        find_mesh_file,
+        geometry_search_paths,
+        model_geometry,
+        read_mesh,
+    )
     from .osim_model import load_model
     from .storage import read_table
 
@@ -441,7 +449,7 @@ def export_blender(model_path: str | os.PathLike, motion_path: str | os.PathLike
     output = Path(output).expanduser()
     if output.is_dir():
         raise InputError("the output is a folder; give a file name such as motion.kvb", output)
-    model_path = _require(model_path, "model file")
+    model_path = _require(model_path, "model file", ModelError)
     motion_path = _require(motion_path, "motion file")
     markers_path = _require(markers, "marker file") if markers else None
     grf_path = _require(grf, "GRF file") if grf else None
@@ -462,7 +470,6 @@ def export_blender(model_path: str | os.PathLike, motion_path: str | os.PathLike
     def add(name: str, data: np.ndarray, dtype, meaning: str):
         arrays[name] = (np.asarray(data).astype(dtype), meaning)
 
-    import opensim as osim
     coord_set = model.getCoordinateSet()
     state = model.getWorkingState()  # pose_model's state: no second initSystem
     coord_meta, coord_cols = [], []
@@ -615,7 +622,7 @@ def export_blender(model_path: str | os.PathLike, motion_path: str | os.PathLike
     fps = float(1.0 / np.median(np.diff(time_))) if n > 1 else 0.0
     manifest = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "generator": _generator(),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source": {"model": os.fspath(model_path), "motion": os.fspath(motion_path),
                    "markers": os.fspath(markers_path) if markers_path else None,
                    "grf": os.fspath(grf_path) if grf_path else None},
@@ -641,23 +648,34 @@ def export_blender(model_path: str | os.PathLike, motion_path: str | os.PathLike
         "mesh_search_paths": [os.fspath(p) for p in search],
         "meshes": {mid: {"vertices": f"meshes/{mid}.vertices.npy",
                          "triangles": f"meshes/{mid}.triangles.npy", "source": key,
-                         "vertex_count": int(len(m.vertices)),
-                         "triangle_count": int(len(m.triangles))}
+                         "vertex_count": len(m.vertices),
+                         "triangle_count": len(m.triangles)}
                    for key, (mid, m) in meshes.items()},
         "warnings": warnings,
     }
-    text = json.dumps(manifest, indent=1, allow_nan=False)
-    with atomic_path(output) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-            zf.writestr("manifest.json", text)
-            for name, (a, _) in arrays.items():
-                zf.writestr(f"arrays/{name}.npy", _npy(a))
-            for key, (mid, m) in meshes.items():
-                zf.writestr(f"meshes/{mid}.vertices.npy", _npy(m.vertices.astype(np.float32)))
-                zf.writestr(f"meshes/{mid}.triangles.npy", _npy(m.triangles.astype(np.uint32)))
+    text = json.dumps(_json_safe(manifest), indent=1, allow_nan=False)
+    with atomic_path(output) as tmp, \
+            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        zf.writestr("manifest.json", text)  # first, so readers find it at once
+        for name, (a, _) in arrays.items():
+            zf.writestr(f"arrays/{name}.npy", _npy(a))
+        for mid, m in meshes.values():
+            zf.writestr(f"meshes/{mid}.vertices.npy", _npy(m.vertices.astype(np.float32)))
+            zf.writestr(f"meshes/{mid}.triangles.npy", _npy(m.triangles.astype(np.uint32)))
     return ExportResult(path=output, frame_count=n, body_count=len(order), mesh_count=len(meshes),
                         missing_meshes=missing, warnings=warnings, pose_s=poses.wall_s,
                         wall_s=_time.perf_counter() - t_start)
+
+
+def _json_safe(obj):
+    """Non-finite numbers (an unbounded coordinate range, say) become null: JSON has no NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _joint_coords(model, joint_name: str):

@@ -19,9 +19,9 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -251,7 +251,7 @@ def read_vtp(path: str | os.PathLike) -> MeshData:
                              "as ascii or base64 binary", src)
         end = data.find(b"</AppendedData>", m.end())
         block = data[m.end():end if end >= 0 else len(data)].decode("ascii", "replace").strip()
-        appended = block[1:] if block.startswith("_") else block
+        appended = block.removeprefix("_")
     try:
         root = ET.fromstring(data)
     except (ET.ParseError, DefusedXmlException) as exc:
@@ -313,7 +313,7 @@ def read_stl(path: str | os.PathLike) -> MeshData:
     if not text.lstrip().lower().startswith("solid"):
         raise InputError("STL: neither a binary STL (size does not match its triangle count) "
                          "nor an ascii one (no 'solid' line)", src)
-    nums = re.findall(r"^\s*vertex\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M | re.I)
+    nums = re.findall(r"^\s*vertex\s+(\S+)\s+(\S+)\s+(\S+)", text, re.MULTILINE | re.IGNORECASE)
     if len(nums) % 3:
         raise InputError(f"STL: {len(nums)} vertices is not a whole number of triangles", src)
     try:

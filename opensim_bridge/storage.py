@@ -290,7 +290,28 @@ def read_table(path: str | os.PathLike) -> Table:
     if declared_rows and declared_rows.strip().isdigit() and int(declared_rows) != len(rows):
         warnings.warn(f"{src}: header says {int(declared_rows)} rows but the file has {len(rows)}; "
                       "using the rows", stacklevel=2)
+    labels = _rename_repeated_columns(labels, src)
     return Table(time, labels, data[:, 1:], in_degrees=in_degrees, name=name, meta=meta, source=src)
+
+
+def _rename_repeated_columns(labels: list[str], src: str) -> list[str]:
+    """Some real files repeat column labels (Gait2392's reference IK carries two force plates'
+    columns under the same names) and OpenSim reads them. Repeats are kept, as ``<label>_2``,
+    ``_3``..., with a warning: even identical values may belong to different plates."""
+    taken, seen, out, renamed = set(labels), set(), [], []
+    for lab in labels:
+        if lab in seen:
+            k = 2
+            while f"{lab}_{k}" in taken:
+                k += 1
+            taken.add(f"{lab}_{k}")
+            renamed.append(f"{lab}->{lab}_{k}")
+            lab = f"{lab}_{k}"
+        seen.add(lab)
+        out.append(lab)
+    if renamed:
+        warnings.warn(f"{src}: renamed repeated column labels {', '.join(renamed)}", stacklevel=3)
+    return out
 
 
 def _in_degrees(meta: dict, notes: list[str], src: str) -> bool | None:

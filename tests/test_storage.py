@@ -7,7 +7,7 @@ import numpy as np
 import opensim as osim
 import pytest
 
-from conftest import data_path
+from conftest import DATA, data_path
 from opensim_bridge.errors import InputError, ModelError
 from opensim_bridge.storage import Table, read_table, rotational_coordinates, write_table
 
@@ -200,3 +200,18 @@ def test_table_validation():
 def test_rotational_coordinates_of_missing_model(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         rotational_coordinates(tmp_path / "none.osim")
+
+
+def test_repeated_column_labels_are_kept_renamed():
+    """Gait2392's reference IK repeats its nine GRF column labels (two plates); OpenSim reads it,
+    and so must kinevid, keeping both plates' values."""
+    import opensim as osim
+
+    path = DATA / "opensim-models" / "Pipelines" / "Gait2392_Simbody" / "OutputReference" / "subject01_walk1_ik.mot"
+    with pytest.warns(UserWarning, match="renamed repeated column labels"):
+        table = read_table(path)
+    assert "ground_force_vy_2" in table.labels and "ground_force_py_2" in table.labels
+    ref = osim.TimeSeriesTable(str(path))
+    flat = ref.getMatrix().to_numpy()
+    assert table.data.shape == flat.shape
+    np.testing.assert_allclose(table.data, flat, rtol=0, atol=1e-12)

@@ -13,8 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.trajectory import (DEFAULT_FOV_DEG, estimate_scale, fit_floor, intrinsics_for,
-                                  solve_root_camera, to_world)
+from inference.trajectory import (
+    DEFAULT_FOV_DEG,
+    estimate_scale,
+    fit_floor,
+    intrinsics_for,
+    solve_root_camera,
+    to_world,
+)
 from opensim_bridge.trc import read_trc
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["C3DError", "C3DMarkers", "read_c3d", "read_parameters"]
+__all__ = ["C3DError", "C3DMarkers", "read_c3d", "read_parameters", "lab_up_axis", "lab_to_blender"]
 
 BLOCK = 512
 PROCESSORS = {84: "intel", 85: "dec", 86: "mips"}
@@ -260,3 +260,44 @@ def read_c3d(path) -> C3DMarkers:
     units = units if isinstance(units, str) and units.strip() else "mm"
     return C3DMarkers(str(path), float(rate), int(first), _labels(point, n_points), units.strip(),
                       xyz, dec.processor, is_float, params)
+
+
+# ------------------------------------------------------------------------------ lab axes
+def lab_up_axis(points: np.ndarray) -> str:
+    """The vertical axis of lab data holding a person, e.g. '+Z' or '+Y'. Across one frame's
+    markers a standing or walking person spans ~1.5 m vertically and much less sideways, so the
+    axis with the largest median per-frame marker spread is vertical; its sign is the one that
+    puts the markers' mean above the floor."""
+    pts = np.asarray(points, dtype=float)
+    valid = np.isfinite(pts).all(axis=-1)
+    spreads = []
+    for ax in range(3):
+        per_frame = [np.ptp(pts[f, valid[f], ax]) for f in range(len(pts)) if valid[f].sum() >= 2]
+        spreads.append(np.median(per_frame) if per_frame else 0.0)
+    ax = int(np.argmax(spreads))
+    mean = np.nanmean(pts[..., ax]) if valid.any() else 1.0
+    return ("+" if mean >= 0 else "-") + "XYZ"[ax]
+
+
+def lab_to_blender(points: np.ndarray, up: str = "auto") -> tuple[np.ndarray, str]:
+    """(3x3 rotation taking lab coordinates to Blender's Z-up frame, up axis used). ``up`` is
+    'auto' or one of +X -X +Y -Y +Z -Z. The rotation is proper (no mirroring): it turns the up
+    axis onto +Z by the shortest rotation."""
+    up = lab_up_axis(points) if up == "auto" else up
+    if len(up) == 1:
+        up = "+" + up
+    if up[0] not in "+-" or up[1] not in "XYZ":
+        raise ValueError(f"up axis must be auto or one of +X -X +Y -Y +Z -Z, got {up!r}")
+    u = np.zeros(3)
+    u["XYZ".index(up[1])] = 1.0 if up[0] == "+" else -1.0
+    z = np.array([0.0, 0.0, 1.0])
+    c = float(u @ z)
+    if c > 1 - 1e-9:
+        return np.eye(3), up
+    if c < -1 + 1e-9:  # upside down: half a turn about X
+        return np.diag([1.0, -1.0, -1.0]), up
+    axis = np.cross(u, z)
+    s = np.linalg.norm(axis)
+    k = axis / s
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + s * kx + (1 - c) * kx @ kx, up

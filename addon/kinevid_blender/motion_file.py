@@ -283,16 +283,29 @@ def bone_offsets(motion: MotionFile) -> tuple[np.ndarray, np.ndarray]:
     """Per body: the bone's frame in the body frame (B, 4, 4), and the bone length (B,).
 
     A Blender bone points along its own Y axis. Each bone starts at its body's origin and points
-    at its child's joint (the one child, or the mean of several), so the rig reads as a skeleton;
-    its Z axis is the body's Z made perpendicular, so roll follows the body. Without a child the
-    bone follows the body's +Y (OpenSim bodies have Y along the segment) with a default length.
+    at its child body's origin in the first frame (where OpenSim put it, coupled knee
+    translations included), so the rig reads as a skeleton; with several children, at the one
+    most along the body's +Y (the spine rather than the hips, the head rather than the
+    shoulders). Its Z axis is the body's Z made perpendicular, so roll follows the body. Without
+    a child the bone follows the body's +Y (OpenSim bodies have Y along the segment).
     """
-    offsets = np.zeros((len(motion.bodies), 4, 4))
-    lengths = np.zeros(len(motion.bodies))
-    for i, b in enumerate(motion.bodies):
-        d = b.child_joint_origins.mean(axis=0) if len(b.child_joint_origins) else np.zeros(3)
-        length = float(np.linalg.norm(d))
-        if length < 1e-3:
+    n = len(motion.bodies)
+    offsets = np.zeros((n, 4, 4))
+    lengths = np.zeros(n)
+    rot0 = quat_to_matrix(motion.body_rotation[0])
+    trans0 = motion.body_translation[0]
+    index = {b.name: b.index for b in motion.bodies}
+    children: dict[int, list[int]] = {i: [] for i in range(n)}
+    for b in motion.bodies:
+        if b.parent is not None:
+            children[index[b.parent]].append(b.index)
+    for i in range(n):
+        cands = [rot0[i].T @ (trans0[c] - trans0[i]) for c in children[i]]
+        cands = [d for d in cands if np.linalg.norm(d) >= 0.01]
+        if cands:
+            d = max(cands, key=lambda v: v[1] / np.linalg.norm(v)) if len(cands) > 1 else cands[0]
+            length = float(np.linalg.norm(d))
+        else:
             d, length = np.array([0.0, 1.0, 0.0]), DEFAULT_BONE_LENGTH
         y = d / np.linalg.norm(d)
         z = np.array([0.0, 0.0, 1.0]) - y[2] * y
@@ -354,7 +367,7 @@ def scene_timing(time: np.ndarray, fps: float | None = None, frame_start: int = 
     if rate <= 0 or not np.isfinite(rate):
         raise ValueError(f"invalid frame rate {rate}")
     fps_int = int(round(rate))
-    if abs(fps_int - rate) < 1e-6:
+    if abs(fps_int - rate) < 1e-4 * rate:  # a median of float times: 59.99998 is 60
         fps_base = 1.0
     else:  # e.g. 29.97 = 30 / 1.001
         fps_int = int(np.ceil(rate))

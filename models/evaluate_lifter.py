@@ -1,0 +1,140 @@
+"""Held-out evaluation of kinevid's own lifter (printed).
+
+    python -m models.evaluate_lifter [--weights models/weights/kinevid_lifter.pt] [--quick]
+
+The held-out trials/subjects (:data:`models.lifter_data.HELD_OUT_GROUPS`, never sampled in
+training) are resampled to 30 fps; every ``stride``-th frame is the centre of one window
+(sequence ends padded by repeating the end frames, as inference pads). Each window gets a
+random camera (the training distribution: 0.5-2 m high, 2.5-10 m away, 40-80 deg FOV,
+roll +-5 deg, landscape or portrait), the same cameras for every noise level. 2D noise levels,
+as a fraction of the person's 2D height (per-coordinate standard deviation of the jitter):
+
+* ``0``: exact projection, full confidence, no dropout;
+* ``1.5%`` (the *realistic* level): jitter 1.5 %, a per-joint bias of half that, confidences
+  drawn, low-confidence joints noisier, joints under 0.2 confidence dropped, 1 % outliers;
+* ``3%`` and ``5%``: the same with more jitter.
+
+Metrics: MPJPE (mean Euclidean distance of root-relative points, mm) and P-MPJPE (after a
+per-frame similarity Procrustes alignment), per joint and overall; no test-time flip.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import lifter_data as D
+
+LEVELS: tuple[tuple[str, D.NoiseSpec], ...] = (
+    ("0", D.NoiseSpec(sigma=0.0, bias=0.0, outlier_rate=0.0, drop_below=-1.0, conf_noise=False)),
+    ("1.5%", D.NoiseSpec(sigma=0.015)),
+    ("3%", D.NoiseSpec(sigma=0.03)),
+    ("5%", D.NoiseSpec(sigma=0.05)),
+)
+REALISTIC = "1.5%"
+EVAL_FPS = 30.0
+
+
+def load(weights: str | Path):
+    """(TemporalModel in eval mode, spec) through kinevid's own loader (strict)."""
+    from models.lifter_registry import load_lifter
+    return load_lifter(Path(weights), quiet=True)
+
+
+def clip_windows(clip: D.Clip, window: int, fps: float = EVAL_FPS, stride: int = 5):
+    """World windows (N, window, 30, 3) at unit height, centred on every stride-th frame."""
+    n_out = int(np.floor((clip.frames - 1) * fps / clip.fps)) + 1
+    centres = np.arange(0, n_out, stride)
+    k = np.arange(window) - window // 2
+    t = np.clip((centres[:, None] + k[None, :]) * clip.fps / fps, 0, clip.frames - 1)
+    i0 = np.floor(t).astype(int)
+    i1 = np.minimum(i0 + 1, clip.frames - 1)
+    a = (t - i0)[..., None, None]
+    return (1 - a) * clip.markers[i0] + a * clip.markers[i1]
+
+
+def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``pred`` (N, J, 3) after the similarity transform that best fits it to ``gt``."""
+    mp, mg = pred.mean(1, keepdims=True), gt.mean(1, keepdims=True)
+    p, g = pred - mp, gt - mg
+    U, S, Vt = np.linalg.svd(np.matmul(np.swapaxes(p, 1, 2), g))
+    d = np.sign(np.linalg.det(np.matmul(U, Vt)))
+    S[:, 2] *= d
+    U[:, :, 2] *= d[:, None]
+    R = np.matmul(U, Vt)
+    s = S.sum(1) / np.maximum((p ** 2).sum((1, 2)), 1e-12)
+    return s[:, None, None] * np.matmul(p, R) + mg
+
+
+@torch.inference_mode()
+def predict(model, x: np.ndarray, batch: int = 2048) -> np.ndarray:
+    out = [model(torch.from_numpy(x[i:i + batch]))[:, 0].numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(out)
+
+
+def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
+             levels=LEVELS, height: float = 1.75) -> dict:
+    """{level: {"mpjpe": (J,), "pmpjpe": (J,), "groups": {group: (mpjpe, pmpjpe)}}} in mm."""
+    window = model.receptive_field()
+    wins, groups = [], []
+    for c in clips:
+        w = clip_windows(c, window, stride=stride)
+        wins.append(w)
+        groups += [c.group] * len(w)
+    world = np.concatenate(wins) * height
+    groups = np.array(groups)
+    H = np.full(len(world), height)
+    cams = D.random_cameras(np.random.default_rng(seed), world[:, window // 2, D.ROOT_INDEX], H)
+    res = {}
+    for name, spec in levels:
+        rng = np.random.default_rng(seed + 1)
+        x, y = D.make_pairs(rng, world, H, sigma=spec.sigma, spec=spec, cams=cams)
+        p = predict(model, x)
+        e = np.linalg.norm(p - y, axis=-1) * 1000
+        pa = np.linalg.norm(procrustes_aligned(p, y) - y, axis=-1) * 1000
+        res[name] = {"mpjpe": e.mean(0), "pmpjpe": pa.mean(0), "n": len(e),
+                     "groups": {g: (float(e[groups == g].mean()), float(pa[groups == g].mean()))
+                                for g in sorted(set(groups))}}
+    return res
+
+
+def report(res: dict, print_=print) -> None:
+    names = D.OUTPUT_MARKERS
+    lv = list(res)
+    print_(f"windows per level: {res[lv[0]]['n']}; 2D noise as % of the person's 2D height; "
+           f"realistic = {REALISTIC}")
+    print_("\noverall (mm)        " + "".join(f"{n:>16}" for n in lv))
+    print_("MPJPE               " + "".join(f"{res[n]['mpjpe'].mean():16.1f}" for n in lv))
+    print_("P-MPJPE             " + "".join(f"{res[n]['pmpjpe'].mean():16.1f}" for n in lv))
+    print_("\nper held-out group, MPJPE / P-MPJPE (mm)")
+    for g in res[lv[0]]["groups"]:
+        print_(f"{g:28s}" + "".join(f"{res[n]['groups'][g][0]:8.1f}/{res[n]['groups'][g][1]:<7.1f}"
+                                    for n in lv))
+    print_("\nper joint, MPJPE / P-MPJPE (mm)")
+    for j, name in enumerate(names):
+        if j == D.ROOT_INDEX:
+            continue
+        print_(f"{name:28s}" + "".join(f"{res[n]['mpjpe'][j]:8.1f}/{res[n]['pmpjpe'][j]:<7.1f}"
+                                       for n in lv))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default="models/weights/kinevid_lifter.pt")
+    ap.add_argument("--stride", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="OpenSim held-out trials only (no CMU)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    model, spec = load(a.weights)
+    _, held = D.split_clips(D.build_clips(include_cmu=not a.quick, log=lambda s: None))
+    print(f"lifter {a.weights}: receptive field {model.receptive_field()}, "
+          f"{len(held)} held-out clips: {', '.join(sorted({c.group for c in held}))}")
+    report(evaluate(model, held, stride=a.stride))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

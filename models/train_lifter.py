@@ -1,0 +1,157 @@
+"""Train kinevid's own 2D->3D lifter and write the shipped weights.
+
+    python -m models.train_lifter --out models/weights/kinevid_lifter.pt
+
+Reproduces ``models/weights/kinevid_lifter.pt`` from a fixed seed on CPU (deterministic
+algorithms, 2 threads). Data: :mod:`models.lifter_data` (real motion from ``../shared/data``,
+random cameras, detector-like noise; the held-out trials/subjects are never sampled).
+Model: :class:`models.tcn.TemporalModelOptimized1f` on random windows (one output frame per
+window); its parameters load unchanged into :class:`models.tcn.TemporalModel` for sequences.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import lifter_data as D
+from models.tcn import TemporalModelOptimized1f
+
+# The shipped settings (the model card quotes them from the file's meta).
+DEFAULTS = dict(seed=20240611, filter_widths=(3, 3, 3), channels=256, dropout=0.25,
+                steps=2200, batch=256, lr=2e-3, lr_final=1e-4, bn_momentum=(0.1, 0.001),
+                opensim_weight=5.0, sigma_range=(0.0, 0.04), fps_range=(25.0, 60.0),
+                speed_range=(0.8, 1.25), height_range=(1.5, 1.95))
+
+
+def plain(obj):
+    """``obj`` with numpy scalars/arrays and tuples turned into plain Python types, so that the
+    checkpoint loads with ``torch.load(weights_only=True)``."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    return str(obj)
+
+
+def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean per-joint position error (same units as the inputs)."""
+    return torch.linalg.vector_norm(pred - target, dim=-1).mean()
+
+
+def build_model(cfg: dict, optimised: bool = True):
+    from models.tcn import TemporalModel
+    cls = TemporalModelOptimized1f if optimised else TemporalModel
+    return cls(len(D.INPUT_NAMES), 3, len(D.OUTPUT_MARKERS), tuple(cfg["filter_widths"]),
+               causal=False, dropout=cfg["dropout"], channels=cfg["channels"])
+
+
+def train(cfg: dict, out: Path, log=print) -> dict:
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg["seed"])
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(cfg.get("threads", 2))
+    clips = D.build_clips(log=log)
+    train_clips, held = D.split_clips(clips)
+    assert not {c.group for c in train_clips} & D.HELD_OUT_GROUPS
+    model = build_model(cfg)
+    rf = model.receptive_field()
+    sampler = D.PairSampler(train_clips, rf, seed=cfg["seed"], fps_range=cfg["fps_range"],
+                            speed_range=cfg["speed_range"], height_range=cfg["height_range"],
+                            sigma_range=cfg["sigma_range"])
+    # OpenSim-driven clips are the built-in model itself (the output's own geometry) but only
+    # a minute of motion: weight them up
+    w = sampler.p * np.array([cfg["opensim_weight"] if c.source == "opensim" else 1.0
+                              for c in train_clips])
+    sampler.p = w / w.sum()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], amsgrad=True)
+    steps = int(cfg["steps"])
+    gamma = (cfg["lr_final"] / cfg["lr"]) ** (1.0 / max(steps - 1, 1))
+    m0, m1 = cfg["bn_momentum"]
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"train clips {len(train_clips)}, held-out clips {len(held)}; receptive field {rf}, "
+        f"{n_params} parameters")
+    model.train()
+    run = 0.0
+    t_data = 0.0
+    for step in range(steps):
+        t0 = time.perf_counter()
+        x, y = sampler.batch(cfg["batch"])
+        t_data += time.perf_counter() - t0
+        for g in opt.param_groups:
+            g["lr"] = cfg["lr"] * gamma ** step
+        model.set_bn_momentum(m0 * (m1 / m0) ** (step / max(steps - 1, 1)))
+        pred = model(torch.from_numpy(x))[:, 0]
+        loss = mpjpe(pred, torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run = loss.item() if step == 0 else 0.98 * run + 0.02 * loss.item()
+        if step % 200 == 0 or step == steps - 1:
+            el = time.perf_counter() - t_start
+            log(f"step {step:6d}  loss {1000 * run:6.1f} mm  lr {opt.param_groups[0]['lr']:.2e}  "
+                f"{el:7.0f} s (data {t_data:.0f} s)")
+    train_s = time.perf_counter() - t_start
+    meta = {
+        "format": "kinevid-lifter-1",
+        "input_layout": D.INPUT_LAYOUT,
+        "input_names": list(D.INPUT_NAMES),
+        "in_features": 3,
+        "output_names": list(D.OUTPUT_MARKERS),
+        "root_index": D.ROOT_INDEX,
+        "output_units": "m",
+        "output_frame": "camera: x right, y down, z forward; root-relative (root = Hip, mid-hip)",
+        "normalisation": "screen_width",
+        "missing_2d": "linear in time between samples (held at ends), confidence 0",
+        "filter_widths": list(cfg["filter_widths"]),
+        "channels": int(cfg["channels"]),
+        "causal": False,
+        "dense": False,
+        "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        "train_seconds": round(train_s, 1),
+        "train_threads": int(torch.get_num_threads()),
+        "train_machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "torch_version": str(torch.__version__),
+        "held_out_groups": sorted(D.HELD_OUT_GROUPS),
+        "train_groups": sorted({c.group for c in train_clips}),
+        "train_clips": len(train_clips),
+        "train_minutes": round(sum(c.frames / c.fps for c in train_clips) / 60, 2),
+        "data_version": D.DATA_VERSION,
+        "licence": "kinevid's own weights; training data licences in kinevid_lifter.md",
+    }
+    from models.lifter_registry import save_lifter_checkpoint
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_lifter_checkpoint(model, out, meta=plain(meta), epoch=steps)
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) after {train_s:.0f} s")
+    return meta
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("models/weights/kinevid_lifter.pt"))
+    ap.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    ap.add_argument("--batch", type=int, default=DEFAULTS["batch"])
+    ap.add_argument("--channels", type=int, default=DEFAULTS["channels"])
+    ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    cfg = dict(DEFAULTS, steps=a.steps, batch=a.batch, channels=a.channels, seed=a.seed,
+               threads=a.threads)
+    train(cfg, a.out, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
