@@ -45,16 +45,16 @@ def scale_setup_height(path: Path) -> float:
 
 
 TRIALS = [
-    dict(name="Gait2354 subject01 walk1 (treadmill walk)",
-         model=GAIT / "OutputReference" / "subject01_simbody.osim",
-         motion=GAIT / "OutputReference" / "subject01_walk1_ik.mot",
-         loads=GAIT / "subject01_walk1_grf.xml",
-         height=lambda: scale_setup_height(GAIT / "subject01_Setup_Scale.xml"),
-         lowpass=(6.0,), plate_window=False),
-    dict(name="JA1 sprint (Dorn 2012)",
-         model=JA1 / "rescaled.osim", motion=JA1 / "JA1Gait35_ik_by_opensim.mot",
-         loads=JA1 / "JA1Gait35_external_forces.xml", height=lambda: None,
-         lowpass=(6.0, 15.0), plate_window=True),
+    {"name": "Gait2354 subject01 walk1 (treadmill walk)",
+     "model": GAIT / "OutputReference" / "subject01_simbody.osim",
+     "motion": GAIT / "OutputReference" / "subject01_walk1_ik.mot",
+     "loads": GAIT / "subject01_walk1_grf.xml",
+     "height": lambda: scale_setup_height(GAIT / "subject01_Setup_Scale.xml"),
+     "lowpass": (6.0,), "plate_window": False},
+    {"name": "JA1 sprint (Dorn 2012)",
+     "model": JA1 / "rescaled.osim", "motion": JA1 / "JA1Gait35_ik_by_opensim.mot",
+     "loads": JA1 / "JA1Gait35_external_forces.xml", "height": lambda: None,
+     "lowpass": (6.0, 15.0), "plate_window": True},
 ]
 
 
@@ -65,8 +65,14 @@ def rmse(a, b) -> float:
 def report(trial: dict, work: Path) -> None:
     from opensim_bridge.contact import events_from_grf, match_events
     from opensim_bridge.external_loads import load_external_loads, read_grf
-    from opensim_bridge.grf_estimate import (estimate_and_run_id, grf_rmse, measured_foot_forces,
-                                             model_height, plate_sides, root_residuals)
+    from opensim_bridge.grf_estimate import (
+        estimate_and_run_id,
+        grf_rmse,
+        measured_foot_forces,
+        model_height,
+        plate_sides,
+        root_residuals,
+    )
     from opensim_bridge.inverse_dynamics import run_id
     from opensim_bridge.osim_model import load_model
 
@@ -74,7 +80,7 @@ def report(trial: dict, work: Path) -> None:
     model = load_model(trial["model"])
     height = trial["height"]()
     est_height = model_height(model)
-    print(f"height: {'%.4f m (scale setup)' % height if height else 'not given'}; "
+    print(f"height: {f'{height:.4f} m (scale setup)' if height else 'not given'}; "
           f"estimated from the model {est_height:.3f} m")
     height = height or est_height
 
@@ -145,8 +151,8 @@ def report(trial: dict, work: Path) -> None:
         e_tab, m_tab = res.id.table, measured_id.table
         tm = (e_tab.time >= w0) & (e_tab.time <= w1)
         scale = 100.0 / (bw * height)
-        print(f"   flexion moment RMSE, ID with estimated vs measured GRF, % BW x height "
-              f"(N m):")
+        print("   flexion moment RMSE, ID with estimated vs measured GRF, % BW x height "
+              "(N m):")
         for name in MOMENTS:
             cells = []
             for s in ("r", "l"):

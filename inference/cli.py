@@ -174,8 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_command_modules(sub) -> None:
     """Subcommands that live in their own modules under ``inference/commands``."""
     from .commands import c3d_export, c3d_import
+    from .commands.addon import add_addon_parser
     from .commands.compare import add_compare_parser
     from .commands.export_blender import add_export_blender_parser
+    from .commands.lift import add_lift_parser
     from .commands.weights import add_weights_parser
 
     p = sub.add_parser("c3d", help="C3D files: convert to and from OpenSim, summarise",
@@ -185,7 +187,9 @@ def _add_command_modules(sub) -> None:
     c3d_import.add_to_opensim_parser(c3d_sub)
     c3d_export.add_parsers(c3d_sub)
     add_compare_parser(sub)
+    add_addon_parser(sub)
     add_export_blender_parser(sub)
+    add_lift_parser(sub)
     add_weights_parser(sub)
 
 

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import time as _time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,11 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
     kp_in, conf_in = convert(kp, conf, pose.layout, spec.input_layout)
     never = [n for j, n in enumerate(get_layout(spec.input_layout).names)
              if not np.isfinite(kp_in[present, j]).any()]
-    if never:
+    if never and spec.in_features == 3 and len(never) <= 3:
+        # a confidence-aware lifter was trained with dropped joints: a few absent ones are fine
+        warnings.warn(f"lifter {spec.name}: the {pose.layout} detections never provide "
+                      f"{', '.join(never)}; lifting with confidence 0 for them", stacklevel=2)
+    elif never:
         raise InputError(f"lifter {spec.name} needs 2D keypoints in the {spec.input_layout} layout; "
                          f"the {pose.layout} detections never provide {', '.join(never)}. Use a "
                          "detector with these points or another --lifter", pose.source)

@@ -197,7 +197,8 @@ def select_subject(pose) -> int | None:
 
 
 def fix_left_right_swaps(keypoints: np.ndarray, confidence: np.ndarray, layout: str,
-                         min_width: float = 0.25, min_conf: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         min_width: float = 0.25, min_conf: float = 0.3, max_gap: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undo whole-body left/right label swaps along one track.
 
     Single-image pose models decide front view vs back view largely from the face; when it is
@@ -208,8 +209,11 @@ def fix_left_right_swaps(keypoints: np.ndarray, confidence: np.ndarray, layout: 
     computed per frame; runs of frames with ``|w| >= min_width`` are cut wherever ``w`` changes
     sign between consecutive frames (an impossible instant turn) into segments of alternating
     labelling; each run bridged only by such cuts keeps the labelling that most of its frames
-    (weighted by confidence) have, and the other segments get their flip pairs exchanged. Runs
-    separated by a profile view (``|w| < min_width``) or by a gap are decided separately.
+    (weighted by confidence) have, and the other segments get their flip pairs exchanged.
+    Clear frames separated by at most ``max_gap`` unclear or missing frames stay in one run (a
+    real half turn takes longer than a brief profile view or a dropped frame; set ``max_gap``
+    to about a quarter of a second of frames); longer breaks start a new run, decided on its own.
+    The majority rule assumes the model labels the sides right more often than not.
 
     keypoints (n, K, 2), confidence (n, K) for one track. Returns corrected copies and the
     (n,) mask of frames whose labels were exchanged.
@@ -232,24 +236,26 @@ def fix_left_right_swaps(keypoints: np.ndarray, confidence: np.ndarray, layout: 
         w = ((torso_pts[:, 0, 0] - torso_pts[:, 1, 0]) + (torso_pts[:, 2, 0] - torso_pts[:, 3, 0])) / 2 / length
     clear = ok & (length > 0) & (np.abs(np.nan_to_num(w)) >= min_width)
     weight = np.nan_to_num(conf[:, [ls, rs, lh, rh]].mean(axis=1))
-    t = 0
-    while t < n:
-        if not clear[t]:
-            t += 1
-            continue
-        # A run of consecutive clear frames; parity flips at every sign change.
-        start = t
-        parity = [0]
-        while t + 1 < n and clear[t + 1]:
-            parity.append(parity[-1] ^ int(np.sign(w[t + 1]) != np.sign(w[t])))
-            t += 1
-        parity = np.array(parity)
-        run = slice(start, t + 1)
+    idx = np.flatnonzero(clear)
+    i = 0
+    while i < len(idx):
+        # A run of clear frames with gaps of at most max_gap; parity flips at every sign change.
+        members, parity = [idx[i]], [0]
+        while i + 1 < len(idx) and idx[i + 1] - idx[i] - 1 <= max_gap:
+            parity.append(parity[-1] ^ int(np.sign(w[idx[i + 1]]) != np.sign(w[idx[i]])))
+            members.append(idx[i + 1])
+            i += 1
+        members, parity = np.array(members), np.array(parity)
         # Frames of parity 1 disagree with those of parity 0; the heavier side is kept.
-        w0, w1 = weight[run][parity == 0].sum(), weight[run][parity == 1].sum()
-        flip = parity == (1 if w0 >= w1 else 0)
-        swapped[run] = flip
-        t += 1
+        w0, w1 = weight[members][parity == 0].sum(), weight[members][parity == 1].sum()
+        flip = members[parity == (1 if w0 >= w1 else 0)]
+        swapped[flip] = True
+        # Unclear frames inside the run follow the labelling of the clear frame before them.
+        for a, b, flipped in zip(members[:-1], members[1:], np.isin(members[:-1], flip)):
+            if b - a > 1 and flipped:
+                gap = np.arange(a + 1, b)
+                swapped[gap[np.isfinite(kp[gap]).any(axis=(1, 2))]] = True
+        i += 1
     if swapped.any():
         p = lay.flip_index
         kp[swapped] = kp[swapped][:, p]

@@ -642,7 +642,7 @@ def _save_clips(path: Path, clips: list[Clip]) -> None:
 
 def _load_clips(path: Path) -> list[Clip]:
     z = np.load(path)
-    return [Clip(n, s, g, float(fps), z[f"m{i}"], lic)
+    return [Clip(str(n), str(s), str(g), float(fps), z[f"m{i}"], str(lic))
             for i, (n, s, g, fps, lic) in enumerate(z["meta"])]
 
 

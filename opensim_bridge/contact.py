@@ -2,8 +2,8 @@
 
 Each foot is tracked by two points, a heel point and a toe point (see
 :func:`opensim_bridge.grf_estimate.foot_points` for where they are on a model). A point touches
-the ground when it is both **low** (its height above its own lowest position in the trial below
-a threshold) and **slow** (its horizontal speed relative to the ground below a threshold); a foot
+the ground when it is both **low** (its height above its own lowest position within
+``floor_window_s`` around the frame below a threshold) and **slow** (its horizontal speed relative to the ground below a threshold); a foot
 is in contact when either of its points is. Thresholds have hysteresis: a point must get lower
 and slower to enter contact than it must get high or fast to leave it, so noise near a threshold
 does not make contact flicker.
@@ -129,7 +129,7 @@ def _rolling_min(values: np.ndarray, time: np.ndarray, window_s: float) -> np.nd
     """Minimum along axis 0 over a window of ``window_s`` centred on each frame."""
     from scipy.ndimage import minimum_filter1d
 
-    size = max(1, int(round(window_s / _dt(time))) | 1)  # odd, so it is centred
+    size = max(1, round(window_s / _dt(time)) | 1)  # odd, so it is centred
     return minimum_filter1d(values, size=min(size, 2 * values.shape[0] - 1), axis=0,
                             mode="nearest")
 

@@ -425,7 +425,7 @@ def centre_of_pressure(time, points, contact: ContactResult, floor: float,
 
 
 def estimate_grf(model, motion, *, lowpass_hz: float = 6.0,
-                 contact: ContactSettings = ContactSettings(),
+                 contact: ContactSettings | None = None,
                  transition: str = "ren2008") -> GRFEstimate:
     """Estimate both feet's ground reaction forces from a motion (see the module docstring).
 
@@ -434,6 +434,7 @@ def estimate_grf(model, motion, *, lowpass_hz: float = 6.0,
     of the centre-of-mass filter; ``contact``: contact detection thresholds; ``transition``:
     the double-support law, ``"ren2008"`` or ``"share"``.
     """
+    contact = contact or ContactSettings()
     osim_model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     table = _motion_table(motion)
     src = table.source or "motion"
@@ -526,7 +527,7 @@ def root_residuals(id_table: Table, model, mass: float, height_m: float) -> list
 
 def estimate_and_run_id(model, motion, out_dir, *, lowpass_hz: float = 6.0,
                         id_lowpass_hz: float | None = 6.0,
-                        contact: ContactSettings = ContactSettings(),
+                        contact: ContactSettings | None = None,
                         transition: str = "ren2008", height_m: float | None = None) -> EstimatedID:
     """Estimate GRF, write ``grf.mot`` + ``external_loads.xml`` into ``out_dir`` and run
     OpenSim's inverse dynamics with them (``id.sto``, ``id_setup.xml``).

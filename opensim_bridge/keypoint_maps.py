@@ -46,8 +46,8 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -550,7 +550,12 @@ def _joint_to(model, child: str, parent: str | None = None):
 def _meshes_in_ground(model, model_path) -> list[tuple[str, str, np.ndarray]]:
     """(body, mesh file, vertices in ground at the default pose) of every mesh found on disk
     (searched as OpenSim does, plus ``Geometry`` folders one and two levels up)."""
-    from .geometry import find_mesh_file, geometry_search_paths, model_geometry, read_mesh
+    from .geometry import (
+        find_mesh_file,
+        geometry_search_paths,
+        model_geometry,
+        read_mesh,
+    )
 
     if model_path is None:
         return []
@@ -665,7 +670,7 @@ def auto_keypoint_map(model_path: str | os.PathLike) -> KeypointMap:
 
     for side in ("r", "l"):
         S = side.upper()
-        r = lambda role: roles.get(f"{role}_{side}")  # noqa: E731
+        r = lambda role, side=side: roles.get(f"{role}_{side}")
         if r("femur"):
             jc(f"{S}Hip", _joint_to(model, r("femur")), note="hip joint centre")
         if r("tibia"):

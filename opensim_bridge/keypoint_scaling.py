@@ -44,8 +44,13 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, ModelError
-from .keypoint_maps import (KeypointMap, apply_keypoint_map, find_body_roles,
-                            keypoint_marker_positions, pick_keypoint_map)
+from .keypoint_maps import (
+    KeypointMap,
+    apply_keypoint_map,
+    find_body_roles,
+    keypoint_marker_positions,
+    pick_keypoint_map,
+)
 from .osim_model import load_model
 from .scaling import ScaleResult, _positive, _run
 from .timeseries import KeypointSeries
@@ -155,7 +160,77 @@ def segment_factors(model, kmap: KeypointMap, segments: list[SegmentMeasurement]
         sy = ratio.get("trunk", ratio.get("shoulder_width"))
         sz = ratio.get("shoulder_width", sy)
         factors[torso] = (0.5 * (sy + sz), sy, sz)
+        trunk = next((s for s in segments if s.name == "trunk"), None)
+        if trunk is not None:
+            exact = _trunk_long_axis_factor(model, kmap, trunk, factors, torso)
+            if exact is not None:
+                factors[torso] = (0.5 * (exact + sz), exact, sz)
     return factors
+
+
+def _trunk_long_axis_factor(model, kmap: KeypointMap, trunk: SegmentMeasurement, factors,
+                            torso: str) -> float | None:
+    """The torso's y factor that makes the scaled model's mid-hip-to-neck distance the
+    measured one. That distance spans the pelvis (mid-hip to the lumbar joint), any lumbar
+    bodies and the torso, which scale differently, so the plain ratio would not reproduce it.
+    Each body's piece of the path (between successive joint centres, at the default pose) is
+    scaled in the body's frame; None when the neck marker's body does not descend from the
+    mid-hip marker's body through the torso."""
+    a_key, b_key = trunk.keypoints
+    ms = model.getMarkerSet()
+    names = kmap.marker_names
+    if names.get(a_key) is None or names.get(b_key) is None:
+        return None
+    state = model.initSystem()
+    model.realizePosition(state)
+    ma, mb = ms.get(names[a_key]), ms.get(names[b_key])
+    body_a = ma.getParentFrame().findBaseFrame().getName()
+    body_b = mb.getParentFrame().findBaseFrame().getName()
+    parent_joint = {}
+    js = model.getJointSet()
+    for i in range(js.getSize()):
+        j = js.get(i)
+        parent_joint[j.getChildFrame().findBaseFrame().getName()] = j
+    chain, b = [], body_b
+    while b != body_a:
+        j = parent_joint.get(b)
+        if j is None:
+            return None
+        chain.append(j)
+        b = j.getParentFrame().findBaseFrame().getName()
+    chain.reverse()
+    bodies = model.getBodySet()
+
+    def rot(body):
+        xf = bodies.get(body).getTransformInGround(state)
+        return np.array([[xf.R().get(i, k) for k in range(3)] for i in range(3)])
+
+    point = ma.getLocationInGround(state).to_numpy()
+    pieces = []   # (body, piece in the body frame)
+    body = body_a
+    for j in chain:
+        centre = j.getChildFrame().getPositionInGround(state).to_numpy()
+        pieces.append((body, rot(body).T @ (centre - point)))
+        point, body = centre, j.getChildFrame().findBaseFrame().getName()
+    pieces.append((body, rot(body).T @ (mb.getLocationInGround(state).to_numpy() - point)))
+    if torso not in {p[0] for p in pieces}:
+        return None
+    # scaled path = fixed part + s * variable part (the torso's y components), |.| = measured
+    fixed, var = np.zeros(3), np.zeros(3)
+    for body, piece in pieces:
+        f = np.array(factors[body], dtype=float)
+        R = rot(body)
+        if body == torso:
+            fixed += R @ (np.array([f[0], 0.0, f[2]]) * piece)
+            var += R @ (np.array([0.0, 1.0, 0.0]) * piece)
+        else:
+            fixed += R @ (f * piece)
+    qa, qb, qc = var @ var, 2 * fixed @ var, fixed @ fixed - trunk.measured ** 2
+    disc = qb * qb - 4 * qa * qc
+    if qa < 1e-12 or disc < 0:
+        return None
+    s = (-qb + math.sqrt(disc)) / (2 * qa)
+    return s if s > 0 else None
 
 
 def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSeries,

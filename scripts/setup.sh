@@ -5,6 +5,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# Blender's headless test environment (bpy==5.0.1 needs numpy<2, so it lives in .venv-blender);
+# it has its own stamp and returns at once when up to date.
+bash "$root/scripts/setup_blender_venv.sh"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 venv="$root/.venv"

@@ -6,15 +6,24 @@ from pathlib import Path
 import numpy as np
 import opensim as osim
 import pytest
+from conftest import data_path
 from defusedxml import ElementTree as DET
 
-from conftest import data_path
 from opensim_bridge.builtin_model import KEYPOINT_MARKERS, write_builtin_model
 from opensim_bridge.errors import InputError, ModelError
-from opensim_bridge.keypoint_maps import (MAPS_DIR, apply_keypoint_map, auto_keypoint_map,
-                                          body_role, body_side, load_keypoint_map,
-                                          missing_for_map, pick_keypoint_map, shipped_map,
-                                          shipped_maps, write_keypoint_map)
+from opensim_bridge.keypoint_maps import (
+    MAPS_DIR,
+    apply_keypoint_map,
+    auto_keypoint_map,
+    body_role,
+    body_side,
+    load_keypoint_map,
+    missing_for_map,
+    pick_keypoint_map,
+    shipped_map,
+    shipped_maps,
+    write_keypoint_map,
+)
 from opensim_bridge.osim_model import load_model
 from opensim_bridge.timeseries import KeypointSeries
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import opensim as osim
 import pytest
-
 from conftest import data_path
+
 from opensim_bridge.builtin_model import KEYPOINT_MARKERS, write_builtin_model
 from opensim_bridge.errors import InputError
 from opensim_bridge.ik import run_ik
@@ -99,9 +99,11 @@ def test_scale_builtin_to_a_smaller_subject_from_noisy_keypoints(tmp_path):
     # total mass is the subject's, distributed as in the generic model
     bodies = scaled.getBodySet()
     assert abs(sum(bodies.get(i).getMass() for i in range(bodies.getSize())) - 55.0) < 1e-6
-    gen = load_model(generic).getBodySet()
-    assert math.isclose(bodies.get("femur_r").getMass() / 55.0,
-                        gen.get("femur_r").getMass() / 75.0, rel_tol=1e-6)
+    gen_model = load_model(generic)      # keep the model alive while its sets are used
+    gen = gen_model.getBodySet()
+    for b in ("femur_r", "torso", "head", "calcn_l"):
+        assert math.isclose(bodies.get(b).getMass() / 55.0, gen.get(b).getMass() / 75.0,
+                            rel_tol=1e-6), b
     # only confident frames were used (about 40 % of them have both ends >= 0.5)
     assert all(20 <= s.n_frames <= 50 and s.min_confidence >= 0.5 for s in res.segments)
 

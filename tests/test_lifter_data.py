@@ -1,0 +1,148 @@
+"""Synthetic 2D/3D pairs for kinevid's lifter: shapes, exact projection, mirroring, split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import lifter_data as D
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    # OpenSim trials and the bvh11 clips only: seconds, not the CMU archive
+    return D.build_clips(DATA, tmp_path_factory.mktemp("lifter_cache"), include_cmu=False,
+                         log=lambda s: None)
+
+
+def test_layout_tables():
+    assert len(D.INPUT_NAMES) == 26 and len(D.OUTPUT_MARKERS) == 30
+    from inference.layouts import get_layout
+    assert tuple(get_layout("halpe26").native_names) == D.INPUT_NAMES
+    np.testing.assert_allclose(D.INPUT_MATRIX.sum(axis=1), 1.0)
+    neck = D.INPUT_NAMES.index("Neck")
+    assert D.INPUT_MATRIX[neck, D.OUTPUT_MARKERS.index("RShoulder")] == 0.5
+    # every HALPE keypoint but the neck is the built-in marker of the same name
+    for i, n in enumerate(D.INPUT_NAMES):
+        if n != "Neck":
+            assert D.INPUT_MATRIX[i, D.OUTPUT_MARKERS.index(n)] == 1.0
+
+
+def test_pairs_have_consistent_shapes(clips):
+    train, _ = D.split_clips(clips)
+    s = D.PairSampler(train, 27, seed=1)
+    x, y = s.batch(32)
+    assert x.shape == (32, 27, 26, 3) and x.dtype == np.float32
+    assert y.shape == (32, 30, 3) and y.dtype == np.float32
+    assert np.isfinite(x).all() and np.isfinite(y).all()
+    np.testing.assert_allclose(y[:, D.ROOT_INDEX], 0.0, atol=1e-6)
+    assert ((x[..., 2] >= 0) & (x[..., 2] <= 1)).all()
+    # bodies are 1.5-1.95 m: head top to the lowest foot marker, in any orientation, is in range
+    span = np.linalg.norm(y[:, D.OUTPUT_MARKERS.index("Head")]
+                          - y[:, D.OUTPUT_MARKERS.index("RAnkle")], axis=-1)
+    assert (span > 0.9).all() and (span < 2.0).all()
+
+
+def test_clips_are_upright_unit_height_and_face_x(clips):
+    idx = D.OUTPUT_MARKERS.index
+    for c in clips:
+        m = c.markers
+        head = m[:, idx("Head"), 1]
+        assert 0.85 < np.median(head) < 1.15, c.name
+        # right is +z: right hip has larger z than left hip (in the pelvis frame, mostly)
+        assert np.median(m[:, idx("RHip"), 2] - m[:, idx("LHip"), 2]) != 0
+        feet = m[:, [idx("RHeel"), idx("LHeel")], 1].min(axis=1)
+        assert abs(np.percentile(feet, 5)) < 0.05, c.name
+
+
+def test_projection_of_known_points_is_exact():
+    # a camera 4 m along -z of the world origin, looking along +z, no roll, 1000 px focal:
+    # with y up, the image's right is world -x (a proper rotation, det +1)
+    cam = D.Cameras(R=np.array([[[-1.0, 0, 0], [0, -1, 0], [0, 0, 1]]]),
+                    C=np.array([[0.0, 1.0, -4.0]]), f=np.array([1000.0]),
+                    w=np.array([1920.0]), h=np.array([1080.0]))
+    pts = np.array([[[0.0, 1.0, 0.0], [0.5, 2.0, 1.0], [-1.0, 0.0, 4.0]]])
+    uv, Xc = D.project(pts, cam)
+    expected = [[960.0, 540.0], [960 - 1000 * 0.5 / 5, 540 - 1000 * 1.0 / 5],
+                [960 + 1000 * 1 / 8, 540 + 1000 * 1 / 8]]
+    np.testing.assert_allclose(uv[0], expected, atol=1e-9)
+    np.testing.assert_allclose(Xc[0, 1], [-0.5, -1.0, 5.0], atol=1e-12)
+    assert np.isclose(np.linalg.det(cam.R[0]), 1.0)
+    # look_at builds the same rotation
+    R = D.look_at(np.array([[0.0, 1.0, -4.0]]), np.array([[0.0, 1.0, 0.0]]), np.array([0.0]))
+    np.testing.assert_allclose(R, cam.R, atol=1e-12)
+
+
+def test_random_cameras_put_people_in_view():
+    rng = np.random.default_rng(0)
+    root = np.column_stack([rng.uniform(-3, 3, 200), np.full(200, 0.95), rng.uniform(-3, 3, 200)])
+    cams = D.random_cameras(rng, root, np.full(200, 1.75))
+    uv, Xc = D.project(root[:, None], cams)
+    assert (Xc[..., 2] > 2.0).all()
+    assert ((uv[:, 0, 0] > 0) & (uv[:, 0, 0] < cams.w)).mean() > 0.95
+    fov = np.degrees(2 * np.arctan(cams.w / 2 / cams.f))
+    assert fov.min() >= 40 - 1e-6 and fov.max() <= 80 + 1e-6
+
+
+def test_mirroring_swaps_sides_and_mirrors_z(clips):
+    m = clips[0].markers[:5].astype(float)
+    mm = D.mirror_markers(m)
+    i, j = D.OUTPUT_MARKERS.index("RHeel"), D.OUTPUT_MARKERS.index("LHeel")
+    np.testing.assert_allclose(mm[:, j], m[:, i] * [1, 1, -1])
+    np.testing.assert_allclose(mm[:, i], m[:, j] * [1, 1, -1])
+    k = D.OUTPUT_MARKERS.index("Nose")
+    np.testing.assert_allclose(mm[:, k], m[:, k] * [1, 1, -1])
+    np.testing.assert_allclose(D.mirror_markers(mm), m)
+
+
+def test_held_out_trials_never_in_training(clips):
+    train, held = D.split_clips(clips)
+    assert held and train
+    assert not {c.group for c in train} & D.HELD_OUT_GROUPS
+    assert {c.group for c in held} <= D.HELD_OUT_GROUPS
+    # the same raw walk processed with three models is one trial: all three are held out
+    walk = [c for c in clips if c.group == "opensim:subject01_walk1"]
+    assert len(walk) == 6 and all(c in held for c in walk)
+    s = D.PairSampler(train, 9, seed=0)
+    assert all(s.clips[i].group not in D.HELD_OUT_GROUPS for i in range(len(s.clips)))
+
+
+def test_noise_drops_low_confidence_and_fills_like_inference():
+    from models.lift_infer import fill_missing
+    rng = np.random.default_rng(3)
+    uv = rng.uniform(100, 900, (4, 9, 26, 2))
+    spec = D.NoiseSpec(sigma=0.02, drop_below=0.5)
+    noisy, conf = D.add_noise(rng, uv, spec)
+    dropped = ~np.isfinite(noisy).all(-1)
+    assert dropped.any() and (conf[dropped] == 0).all() and (conf[~dropped] >= 0.5).all()
+    x = D.model_input(noisy, conf, np.full(4, 1920.0), np.full(4, 1080.0))
+    ref = np.stack([fill_missing(n) for n in noisy]) / 1920 * 2 - np.array([1.0, 1080 / 1920])
+    np.testing.assert_allclose(x[..., :2], ref, atol=1e-5)
+    # exact 2D at noise 0
+    clean, c0 = D.add_noise(rng, uv, D.NoiseSpec(sigma=0.0, bias=0.0, outlier_rate=0.0,
+                                                 drop_below=-1, conf_noise=False))
+    np.testing.assert_array_equal(clean, uv)
+    assert (c0 == 1).all()
+
+
+def test_builtin_fk_scales_with_height():
+    # the built-in model is built from fractions of height: scaling a unit-height clip is exact
+    from opensim_bridge.builtin_model import build_model, marker_positions
+    coords = {"hip_flexion_r": 0.4, "knee_angle_r": 0.7, "arm_flex_l": 0.3, "lumbar_bending": 0.1}
+    unit = D.opensim_markers({k: np.array([v]) for k, v in coords.items()}, "f")[0]
+    direct = marker_positions(build_model(1.6, 60.0, "f"), coords)
+    got = np.array([direct[n] for n in D.OUTPUT_MARKERS])
+    np.testing.assert_allclose(unit * 1.6, got, atol=1e-9)
+
+
+def test_bvh_fk_matches_offsets_at_rest():
+    bvh = D.read_bvh(DATA / "bvh11" / "resources" / "131_01.bvh")
+    pos, rot = D.bvh_fk(bvh, np.zeros((1, bvh.motion.shape[1])))
+    i = bvh.names.index("LeftKnee")
+    p = bvh.parents[i]
+    np.testing.assert_allclose(pos[0, i] - pos[0, p], bvh.offsets[i])
+    np.testing.assert_allclose(rot[0, i], np.eye(3))

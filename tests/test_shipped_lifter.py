@@ -1,0 +1,104 @@
+"""The shipped lifter: file, strict loading, metadata = model card, held-out accuracy."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import lifter_data as D
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "models" / "weights" / "kinevid_lifter.pt"
+CARD = ROOT / "models" / "weights" / "kinevid_lifter.md"
+DATA = ROOT.parent / "shared" / "data"
+
+# Held-out accuracy: the quick sample (OpenSim held-out trials: subject01_walk1 with three
+# models, OpenCap walking4 and DJ5; 1.5 % 2D noise; fixed seed) must stay within 10 mm of the
+# figure the card states (`measured.quick_mpjpe_mm`), so a broken or untrained model fails
+# (an untrained network scores about 250 mm there).
+
+def _meta():
+    obj = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    return obj
+
+
+def _card_table() -> dict[str, str]:
+    rows = {}
+    for line in CARD.read_text().splitlines():
+        m = re.match(r"^\|\s*`([\w.]+)`\s*\|\s*(.+?)\s*\|\s*$", line)
+        if m:
+            rows[m.group(1)] = m.group(2).strip("` ")
+    return rows
+
+
+def test_file_exists_and_is_small():
+    assert WEIGHTS.is_file()
+    assert WEIGHTS.stat().st_size <= 20 * 1024 * 1024
+
+
+def test_loads_strictly_into_the_model_class():
+    from models.tcn import TemporalModel, TemporalModelOptimized1f
+    obj = _meta()
+    meta, sd = obj["meta"], obj["model_pos"]
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    for cls in (TemporalModel, TemporalModelOptimized1f):
+        m = cls(len(meta["input_names"]), meta["in_features"], len(meta["output_names"]),
+                meta["filter_widths"], causal=meta["causal"], dropout=0.0,
+                channels=meta["channels"], dense=meta["dense"]) if cls is TemporalModel else \
+            cls(len(meta["input_names"]), meta["in_features"], len(meta["output_names"]),
+                meta["filter_widths"], causal=meta["causal"], dropout=0.0,
+                channels=meta["channels"])
+        m.load_state_dict(sd, strict=True)
+    assert meta["input_names"] == list(D.INPUT_NAMES)
+    assert meta["output_names"] == list(D.OUTPUT_MARKERS)
+    assert meta["root_index"] == D.ROOT_INDEX
+    # and through kinevid's registry loader
+    from models.lifter_registry import load_lifter
+    model, spec = load_lifter(WEIGHTS, quiet=True)
+    assert model.receptive_field() == int(np.prod(meta["filter_widths"]))
+    assert spec.input_layout == "halpe26" and spec.in_features == 3
+
+
+def test_metadata_matches_the_model_card():
+    meta = _meta()["meta"]
+    card = _card_table()
+    assert card, "the model card has no settings table"
+    flat = dict(meta)
+    flat.update({f"train.{k}": v for k, v in meta["train"].items()})
+    for key, text in card.items():
+        if key.startswith("measured."):
+            continue
+        assert key in flat, key
+        v = flat[key]
+        if isinstance(v, float):
+            assert float(text) == pytest.approx(v, rel=1e-3), key
+        elif isinstance(v, list):
+            assert text == ", ".join(str(x) for x in v), key
+        else:
+            assert text == str(v), key
+    for key in ("train.seed", "train.steps", "train.batch", "channels", "filter_widths",
+                "train_seconds", "held_out_groups"):
+        assert key in card, f"card does not state {key}"
+    assert meta["train_seconds"] < 3600
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+def test_held_out_accuracy(tmp_path):
+    from models.evaluate_lifter import evaluate, load
+    card = _card_table()
+    measured = float(card["measured.quick_mpjpe_mm"])
+    bound = measured + 10.0
+    torch.set_num_threads(2)
+    model, _ = load(WEIGHTS)
+    clips = D.build_clips(DATA, tmp_path, include_cmu=False, log=lambda s: None)
+    _, held = D.split_clips(clips)
+    res = evaluate(model, held, stride=10,
+                   levels=(("1.5%", D.NoiseSpec(sigma=0.015)),))["1.5%"]
+    mpjpe = float(res["mpjpe"].mean())
+    assert mpjpe < bound, f"held-out MPJPE {mpjpe:.1f} mm (card: {measured:.1f} mm)"
+    # feet are part of the output and must be lifted too
+    feet = [D.OUTPUT_MARKERS.index(n) for n in ("RHeel", "LHeel", "RBigToe", "LBigToe")]
+    assert res["mpjpe"][feet].mean() < bound * 1.5
