@@ -157,3 +157,22 @@ def test_left_right_swap_runs_are_undone():
     fixed, _, swapped = fix_left_right_swaps(turn, conf, "coco17")
     assert not swapped.any()
     np.testing.assert_allclose(fixed, turn)
+
+
+def test_swap_runs_are_linked_across_a_brief_unclear_gap():
+    n = 40
+    kp = np.stack([person(400, 500, 300)[:, :2] for _ in range(n)])
+    conf = np.full((n, 17), 0.9)
+    # Frames 20-21 are unclear (a hip is not seen); the labels are swapped from frame 22 to 37.
+    # After the gap, swapped frames are the majority (16 vs 2); over the clip they are not
+    # (16 vs 22): only a rule that links runs across the brief gap gets every frame right.
+    conf[20:22, COCO.index("left_hip")] = 0.0
+    bad = np.zeros(n, bool)
+    bad[22:38] = True
+    observed = kp.copy()
+    observed[bad] = observed[bad][:, COCO.flip_index]
+    fixed, _, swapped = fix_left_right_swaps(observed, conf, "coco17", max_gap=3)
+    np.testing.assert_array_equal(swapped, bad)
+    np.testing.assert_allclose(fixed, kp)
+    _, _, unlinked = fix_left_right_swaps(observed, conf, "coco17", max_gap=0)
+    assert unlinked[38:].all() and not unlinked[22:38].any()  # the wrong side won after the gap
