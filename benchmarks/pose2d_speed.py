@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from inference.pose2d_run import BackendChoice, estimate_pose2d  # noqa: E402
-from inference.video import open_video  # noqa: E402
+from inference.pose2d_run import BackendChoice, estimate_pose2d
+from inference.video import open_video
 
 DATA = REPO.parent / "shared" / "data"
 VIDEOS = [

@@ -32,7 +32,9 @@ per-frame detections go to :mod:`inference.tracking`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +43,16 @@ from opensim_bridge.errors import InputError, KinevidError
 
 from .layouts import get_layout
 
-__all__ = ["LANDMARK_FILES", "N_LANDMARKS", "LAYOUT", "mediapipe_dir", "check_complexity",
-           "BlazePose", "MultiPersonBlazePose", "keypoint_box"]
+__all__ = [
+    "LANDMARK_FILES",
+    "LAYOUT",
+    "N_LANDMARKS",
+    "BlazePose",
+    "MultiPersonBlazePose",
+    "check_complexity",
+    "keypoint_box",
+    "mediapipe_dir",
+]
 
 LAYOUT = "blazepose33"
 N_LANDMARKS = 33
@@ -59,6 +69,34 @@ def _quiet_mediapipe() -> None:
     # MediaPipe's C++ side logs through glog/absl to stderr; only errors matter to users.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the duration of the block.
+
+    MediaPipe's C++ side logs through absl before its logging is initialised, straight to
+    stderr, at every graph start (``Created TensorFlow Lite XNNPACK delegate``, ``Feedback
+    manager requires a model with a single signature``...): noise for users that no setting
+    turns off. Only graph starts are wrapped (a few per video), so other output is rarely
+    affected; Python's own ``sys.stderr`` is flushed first so nothing already written is lost.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def mediapipe_dir() -> Path:
@@ -131,15 +169,26 @@ class BlazePose:
         from mediapipe.python.solutions import pose as mp_pose
 
         self.complexity = complexity
-        self._graph = mp_pose.Pose(static_image_mode=static, model_complexity=complexity,
-                                   smooth_landmarks=smooth, enable_segmentation=False,
-                                   min_detection_confidence=min_detection_confidence,
-                                   min_tracking_confidence=min_tracking_confidence)
+        with _native_stderr_silenced():
+            self._graph = mp_pose.Pose(static_image_mode=static, model_complexity=complexity,
+                                       smooth_landmarks=smooth, enable_segmentation=False,
+                                       min_detection_confidence=min_detection_confidence,
+                                       min_tracking_confidence=min_tracking_confidence)
+            self._settle()
+        # The first image of a graph run logs a warning too, and a static graph's landmark
+        # stage starts (and logs) at the first image with a person, whenever that comes.
+        self._fresh = True
+        self._static = static
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        result = self._graph.process(np.ascontiguousarray(image))
+        if self._fresh or self._static:
+            with _native_stderr_silenced():
+                result = self._graph.process(np.ascontiguousarray(image))
+            self._fresh = False
+        else:
+            result = self._graph.process(np.ascontiguousarray(image))
         if result.pose_landmarks is None:
             return None
         h, w = image.shape[:2]
@@ -152,7 +201,16 @@ class BlazePose:
 
     def reset(self) -> None:
         """Forget the tracked person (the next image runs the detector)."""
-        self._graph.reset()
+        with _native_stderr_silenced():
+            self._graph.reset()
+            self._settle()
+        self._fresh = True
+
+    def _settle(self) -> None:
+        # Calculators open (and log) on MediaPipe's worker threads, possibly after the call
+        # that started the graph has returned: one blank image waits for them, inside the
+        # silenced block. A blank image has no person, so the tracking state stays empty.
+        self._graph.process(np.zeros((64, 64, 3), np.uint8))
 
     def close(self) -> None:
         self._graph.close()
@@ -390,7 +448,7 @@ class MultiPersonBlazePose:
             self._detector.close()
             self._detector = None
 
-    def __enter__(self) -> "MultiPersonBlazePose":
+    def __enter__(self) -> MultiPersonBlazePose:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -178,6 +178,7 @@ def _add_command_modules(sub) -> None:
     from .commands.compare import add_compare_parser
     from .commands.export_blender import add_export_blender_parser
     from .commands.lift import add_lift_parser
+    from .commands.pose2d import add_pose2d_parser
     from .commands.weights import add_weights_parser
 
     p = sub.add_parser("c3d", help="C3D files: convert to and from OpenSim, summarise",
@@ -189,6 +190,7 @@ def _add_command_modules(sub) -> None:
     add_compare_parser(sub)
     add_addon_parser(sub)
     add_export_blender_parser(sub)
+    add_pose2d_parser(sub)
     add_lift_parser(sub)
     add_weights_parser(sub)
 

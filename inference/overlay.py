@@ -13,9 +13,9 @@ below ``min_conf`` left out, one colour per person id, the subject drawn thicker
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
@@ -26,7 +26,7 @@ from .layouts import get_layout
 from .pose2d import Pose2D
 from .video import open_video
 
-__all__ = ["write_overlay", "pick_encoder", "draw_people"]
+__all__ = ["draw_people", "pick_encoder", "write_overlay"]
 
 # Distinct colours (RGB) for person ids, cycled.
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -87,36 +87,35 @@ def write_overlay(video: str | os.PathLike, pose: Pose2D, out_path: str | os.Pat
     rate = Fraction(info.fps).limit_denominator(1001) if info.fps and info.fps > 0 else Fraction(30)
     # Even sizes: yuv420p subsamples chroma by 2 in each direction.
     w, h = info.width - info.width % 2, info.height - info.height % 2
-    with atomic_path(out_path) as tmp:
-        with av.open(str(tmp), "w") as container:
-            stream = container.add_stream(codec, rate=rate)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            if codec == "libx264":
-                stream.options = {"crf": "23", "preset": "veryfast"}
-            else:
-                stream.bit_rate = 8_000_000
-            tb = Fraction(1, 90000)
-            stream.codec_context.time_base = tb
-            last_pts = -1
-            done = 0
-            for frame in source.frames():
-                if frame.index > last:
-                    break
-                i = row.get(frame.index)
-                if i is None:
-                    continue  # a frame the pose run skipped
-                ids, people = per_frame[i]
-                img = np.ascontiguousarray(frame.image[:h, :w])
-                draw_people(img, ids, people, pose.layout, pose.subject, min_conf)
-                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-                pts = max(int(round(frame.time / tb)), last_pts + 1)
-                vf.pts, vf.time_base = pts, tb
-                last_pts = pts
-                for packet in stream.encode(vf):
-                    container.mux(packet)
-                done += 1
-                if progress is not None:
-                    progress(done, len(pose))
-            for packet in stream.encode():
+    with atomic_path(out_path) as tmp, av.open(str(tmp), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "23", "preset": "veryfast"}
+        else:
+            stream.bit_rate = 8_000_000
+        tb = Fraction(1, 90000)
+        stream.codec_context.time_base = tb
+        last_pts = -1
+        done = 0
+        for frame in source.frames():
+            if frame.index > last:
+                break
+            i = row.get(frame.index)
+            if i is None:
+                continue  # a frame the pose run skipped
+            ids, people = per_frame[i]
+            img = np.ascontiguousarray(frame.image[:h, :w])
+            draw_people(img, ids, people, pose.layout, pose.subject, min_conf)
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            pts = max(int(round(frame.time / tb)), last_pts + 1)
+            vf.pts, vf.time_base = pts, tb
+            last_pts = pts
+            for packet in stream.encode(vf):
                 container.mux(packet)
+            done += 1
+            if progress is not None:
+                progress(done, len(pose))
+        for packet in stream.encode():
+            container.mux(packet)
     return out_path

@@ -23,19 +23,26 @@ import os
 import queue
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from opensim_bridge.errors import InputError, KinevidError
 
-from .blazepose import LAYOUT as BLAZEPOSE_LAYOUT, MultiPersonBlazePose
+from .blazepose import LAYOUT as BLAZEPOSE_LAYOUT
+from .blazepose import MultiPersonBlazePose
 from .layouts import get_layout
 from .pose2d import Pose2D
-from .tracking import Tracker, fix_left_right_swaps, keypoint_boxes, select_subject, subject_scores
+from .tracking import (
+    Tracker,
+    fix_left_right_swaps,
+    keypoint_boxes,
+    select_subject,
+    subject_scores,
+)
 from .video import open_video
 
-__all__ = ["POSE_CHOICES", "BackendChoice", "resolve_backend", "estimate_pose2d", "prefetch"]
+__all__ = ["POSE_CHOICES", "BackendChoice", "estimate_pose2d", "prefetch", "resolve_backend"]
 
 POSE_CHOICES = ("auto", "blazepose", "vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h")
 _SIZES = ("s", "b", "l", "h")
@@ -166,13 +173,14 @@ class _ViTPoseOnBoxes:
 
 def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int | None = None,
                     max_frames: int | None = None, max_people: int = 4, detect_every_s: float = 0.33,
-                    max_missed_s: float = 0.5, device: str = "auto", cache: str | os.PathLike | None = None,
+                    max_missed_s: float = 0.5, min_track_s: float = 0.1, device: str = "auto", cache: str | os.PathLike | None = None,
                     progress: Callable[[int, int], None] | None = None,
                     choice: BackendChoice | None = None, fix_swaps: bool = True) -> Pose2D:
     """2D keypoints of every person in ``video`` (file or image folder), tracked, with the
     subject selected. ``person``: the track id to select (error if there is no such track).
     ``detect_every_s``: time between searches for new persons; ``max_missed_s``: how long a
-    person may stay unseen and keep their id.
+    person may stay unseen and keep their id; ``min_track_s``: tracks seen for less time than
+    this (and in fewer than 2 frames) are dropped as detector flukes, unless nothing else is left.
     ``fix_swaps``: undo runs of left/right label swaps (:func:`~inference.tracking.fix_left_right_swaps`)."""
     choice = choice or resolve_backend(pose, cache)
     source = open_video(video)
@@ -204,6 +212,18 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
         raise InputError("no frame could be read", video)
     meta = dict(video_size=(info.width, info.height), rotation=info.rotation, source=str(video),
                 model=choice.weights or "blazepose-full")
+    # Tracks seen in fewer frames than min_track_s (at least 2) are detector flukes: dropped.
+    counts: dict[int, int] = {}
+    for frame_ids in ids:
+        for pid in frame_ids:
+            counts[pid] = counts.get(pid, 0) + 1
+    min_frames = max(2, int(np.ceil(min_track_s * fps)))
+    short = {pid for pid, c in counts.items() if c < min_frames}
+    if short and len(short) < len(counts):
+        for t, frame_ids in enumerate(ids):
+            keep = [i for i, pid in enumerate(frame_ids) if pid not in short]
+            detections[t] = detections[t][keep]
+            ids[t] = [frame_ids[i] for i in keep]
     result = Pose2D.from_detections(frames, times, detections, layout, ids=ids, **meta)
     n_swapped = 0
     if fix_swaps and result.person_ids:
@@ -228,6 +248,7 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
         "subject_scores": {str(pid): round(float(s), 3) for pid, s in zip(result.person_ids, scores)},
         "frames_with_subject": int(result.present()[result.person_ids.index(subject)].sum()) if subject is not None else 0,
         "left_right_swaps_fixed": n_swapped,
+        "short_tracks_dropped": sorted(short) if short and len(short) < len(counts) else [],
         "detection_passes": stats["detection_passes"], "wall_s": round(wall, 3),
         "fps": round(len(frames) / wall, 2) if wall > 0 else None,
     }

@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["Tracker", "keypoint_boxes", "box_iou", "oks", "track_detections", "subject_scores", "fix_left_right_swaps",
-           "select_subject"]
+__all__ = [
+    "Tracker",
+    "box_iou",
+    "fix_left_right_swaps",
+    "keypoint_boxes",
+    "oks",
+    "select_subject",
+    "subject_scores",
+    "track_detections",
+]
 
 
 def keypoint_boxes(kp: np.ndarray, min_conf: float = 0.0) -> np.ndarray:
@@ -51,7 +59,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
     inter = iw * ih
-    area = lambda c: (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])  # noqa: E731
+    area = lambda c: (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
     union = area(a) + area(b) - inter
     with np.errstate(all="ignore"):
         out = np.where(union > 0, inter / union, 0.0)

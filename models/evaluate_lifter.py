@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="OpenSim held-out trials only (no CMU)")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
-    model, spec = load(a.weights)
+    model, _ = load(a.weights)
     _, held = D.split_clips(D.build_clips(include_cmu=not a.quick, log=lambda s: None))
     print(f"lifter {a.weights}: receptive field {model.receptive_field()}, "
           f"{len(held)} held-out clips: {', '.join(sorted({c.group for c in held}))}")

@@ -36,7 +36,6 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-import math
 import os
 import re
 import tarfile
@@ -286,11 +285,11 @@ def read_asf(path: str | os.PathLike) -> dict[str, _Bone]:
     path = Path(path)
     text = path.read_text(errors="replace")
     bones: dict[str, _Bone] = {}
-    sec = re.search(r":bonedata(.*?):hierarchy", text, re.S)
-    hier = re.search(r":hierarchy(.*)", text, re.S)
+    sec = re.search(r":bonedata(.*?):hierarchy", text, re.DOTALL)
+    hier = re.search(r":hierarchy(.*)", text, re.DOTALL)
     if not sec or not hier:
         raise InputError("not an ASF skeleton (no :bonedata/:hierarchy)", path)
-    for block in re.findall(r"begin(.*?)end", sec.group(1), re.S):
+    for block in re.findall(r"begin(.*?)end", sec.group(1), re.DOTALL):
         fields: dict[str, list[str]] = {}
         for line in block.strip().splitlines():
             tok = line.split()
@@ -544,6 +543,7 @@ def mot_coordinates(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 def opensim_markers(coords: dict[str, np.ndarray], sex: str = "m") -> np.ndarray:
     """Forward kinematics of the built-in model (one model, state reused): (T, 30, 3)/height."""
     import opensim as osim
+
     from opensim_bridge.builtin_model import build_model
     h = 1.75
     model = build_model(h, 70.0, sex)
@@ -635,9 +635,8 @@ def _save_clips(path: Path, clips: list[Clip]) -> None:
     from opensim_bridge.atomic import atomic_path
     arrays = {f"m{i}": c.markers for i, c in enumerate(clips)}
     meta = np.array([[c.name, c.source, c.group, repr(c.fps), c.licence] for c in clips])
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, meta=meta, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, meta=meta, **arrays)
 
 
 def _load_clips(path: Path) -> list[Clip]:
@@ -776,7 +775,7 @@ def fill_missing(xy: np.ndarray) -> np.ndarray:
     """(B, T, J, 2) with NaN -> filled as kinevid's inference fills them
     (:func:`models.lift_infer.fill_missing`): linear in time between samples, held at the ends;
     a joint missing in the whole window takes the frame's mean of the present joints (or 0)."""
-    B, T, J, _ = xy.shape
+    T = xy.shape[1]
     ok = np.isfinite(xy).all(axis=-1)                        # (B, T, J)
     if ok.all():
         return xy
@@ -784,7 +783,7 @@ def fill_missing(xy: np.ndarray) -> np.ndarray:
     prev = np.maximum.accumulate(np.where(ok, t, -1), axis=1)
     nxt = np.flip(np.minimum.accumulate(np.flip(np.where(ok, t, T), axis=1), axis=1), axis=1)
     pc, nc = np.clip(prev, 0, T - 1), np.clip(nxt, 0, T - 1)
-    take = lambda idx: np.take_along_axis(xy, idx[..., None].repeat(2, -1), axis=1)  # noqa: E731
+    take = lambda idx: np.take_along_axis(xy, idx[..., None].repeat(2, -1), axis=1)
     xp, xn = take(pc), take(nc)
     span = np.maximum(nxt - prev, 1)[..., None]
     a = ((t - prev)[..., None] / span)

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from opensim_bridge.errors import InputError
-
 from conftest import DATA
-from inference.blazepose import BlazePose, LANDMARK_FILES, check_complexity, mediapipe_dir
+
+from inference.blazepose import (
+    LANDMARK_FILES,
+    BlazePose,
+    check_complexity,
+    mediapipe_dir,
+)
 from inference.importers import read_openpose
 from inference.layouts import convert, get_layout, mapping
 from inference.pose2d_run import estimate_pose2d
 from inference.tracking import box_iou, keypoint_boxes
 from inference.video import open_video
+from opensim_bridge.errors import InputError
 
 # The reference data are always beside the repository (conftest): absent files fail the tests.
 P2S = DATA / "pose2sim" / "Pose2Sim"
@@ -164,7 +168,7 @@ def test_pck_metric_detects_a_wrong_subject(pose2sim_runs):
 
 def test_sports2d_walking_person_keeps_one_identity():
     pose = estimate_pose2d(SPORTS2D, "blazepose")
-    w, h = pose.video_size
+    w, _ = pose.video_size
     lay = get_layout(pose.layout)
     hips = [lay.index("left_hip"), lay.index("right_hip")]
     kp = pose.keypoints()                                  # (P, n, K, 2)

@@ -9,9 +9,10 @@ import av
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA
+
 from inference.commands.pose2d import add_pose2d_parser
+from inference.layouts import get_layout
 from inference.pose2d import read_pose2d
 from inference.pose2d_run import estimate_pose2d, resolve_backend
 from models.checkpoints import REGISTRY, import_checkpoint
@@ -141,3 +142,41 @@ def test_vitpose_backend_on_blazepose_boxes(tmp_path, monkeypatch):
     # Keypoints come back in frame pixels, inside the padded person box.
     assert np.isfinite(sub.data).all()
     assert (sub.data[..., 0] > -200).all() and (sub.data[..., 0] < 1080 + 200).all()
+
+
+def test_overlay_of_rotated_variable_rate_video_is_upright_and_keeps_times(tmp_path):
+    from fractions import Fraction
+
+    from test_video import H, W, write_video
+
+    from inference.overlay import write_overlay
+    from inference.pose2d import Pose2D
+    from inference.video import open_video
+
+    # Uneven frame times (ms) and a 90-degree display rotation, as a phone writes them.
+    pts = [0, 40, 70, 130, 160, 230, 260, 300]
+    src = write_video(tmp_path / "phone.mp4", n=len(pts), pts=pts, time_base=Fraction(1, 1000),
+                      rotation=90)
+    info = open_video(src).info
+    assert (info.width, info.height) == (H, W)  # upright: portrait
+    times = open_video(src).timestamps()
+    # One synthetic person: a vertical segment in the upright frame, drawn in every frame.
+    n, k = len(pts), get_layout("coco17").n
+    kp = np.full((1, n, k, 2), np.nan)
+    kp[0, :, :, 0] = info.width / 2
+    kp[0, :, :, 1] = np.linspace(8, info.height - 8, k)
+    pose = Pose2D.from_arrays(np.arange(n), times, [5], kp, np.full((1, n, k), 0.9), "coco17",
+                              video_size=(info.width, info.height), subject=5)
+    out = write_overlay(src, pose, tmp_path / "qc" / "overlay.mp4")
+    with av.open(str(out)) as c:
+        stream = c.streams.video[0]
+        decoded = list(c.decode(stream))
+        got_times = [float(f.pts * f.time_base) for f in decoded]
+    assert len(decoded) == n
+    assert (decoded[0].width, decoded[0].height) == (info.width, info.height)
+    np.testing.assert_allclose(np.array(got_times) - got_times[0], times - times[0], atol=2e-3)
+    # The drawn skeleton is there: the centre column differs from the input frame.
+    first_in = next(iter(open_video(src).frames())).image.astype(int)
+    first_out = decoded[0].to_ndarray(format="rgb24").astype(int)
+    col = info.width // 2
+    assert np.abs(first_out[10:-10, col - 1:col + 2] - first_in[10:-10, col - 1:col + 2]).mean() > 40

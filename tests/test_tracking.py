@@ -6,8 +6,16 @@ import pytest
 
 from inference.layouts import get_layout
 from inference.pose2d import Pose2D
-from inference.tracking import (Tracker, box_iou, fix_left_right_swaps, keypoint_boxes, oks,
-                                select_subject, subject_scores, track_detections)
+from inference.tracking import (
+    Tracker,
+    box_iou,
+    fix_left_right_swaps,
+    keypoint_boxes,
+    oks,
+    select_subject,
+    subject_scores,
+    track_detections,
+)
 
 COCO = get_layout("coco17")
 
@@ -146,7 +154,7 @@ def test_left_right_swap_runs_are_undone():
     bad[12:19] = True  # the model labelled the person's sides the wrong way for 7 frames
     observed = kp.copy()
     observed[bad] = observed[bad][:, COCO.flip_index]
-    fixed, fconf, swapped = fix_left_right_swaps(observed, conf, "coco17")
+    fixed, _, swapped = fix_left_right_swaps(observed, conf, "coco17")
     np.testing.assert_array_equal(swapped, bad)
     np.testing.assert_allclose(fixed, kp)
     # A real turn goes through a profile view (shoulders overlap): nothing is changed.
