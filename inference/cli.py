@@ -181,6 +181,8 @@ def _add_command_modules(sub) -> None:
     from .commands.pose2d import add_pose2d_parser
     from .commands.weights import add_weights_parser
 
+    add_pose2d_parser(sub)
+    add_lift_parser(sub)
     p = sub.add_parser("c3d", help="C3D files: convert to and from OpenSim, summarise",
                        description="C3D input and output for labs' motion-capture data.")
     c3d_sub = p.add_subparsers(dest="c3d_command", required=True, metavar="C3D_COMMAND")
@@ -190,8 +192,6 @@ def _add_command_modules(sub) -> None:
     add_compare_parser(sub)
     add_addon_parser(sub)
     add_export_blender_parser(sub)
-    add_pose2d_parser(sub)
-    add_lift_parser(sub)
     add_weights_parser(sub)
 
 

@@ -60,7 +60,6 @@ import datetime as _dt
 import functools
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import platform
@@ -497,7 +496,7 @@ class Pipeline:
                         warnings.simplefilter("always")
                         try:
                             files, info, weights = getattr(self, f"_stage_{name}")(settings)
-                        except BaseException as exc:
+                        except BaseException:
                             self.outcomes[name] = StageOutcome(name, "failed",
                                                                time.perf_counter() - t0, key=key)
                             raise
@@ -768,7 +767,7 @@ class Pipeline:
     def _stage_scale(self, s: dict):
         from opensim_bridge.builtin_model import write_builtin_model
         from opensim_bridge.keypoint_maps import pick_keypoint_map, write_keypoint_map
-        from opensim_bridge.keypoint_scaling import GENERIC_FILE, REPORT_FILE, scale_from_keypoints
+        from opensim_bridge.keypoint_scaling import GENERIC_FILE, scale_from_keypoints
 
         subj = self.cfg["subject"]
         files = []
