@@ -179,8 +179,10 @@ def _add_command_modules(sub) -> None:
     from .commands.export_blender import add_export_blender_parser
     from .commands.lift import add_lift_parser
     from .commands.pose2d import add_pose2d_parser
+    from .commands.run import add_run_parser
     from .commands.weights import add_weights_parser
 
+    add_run_parser(sub)
     add_pose2d_parser(sub)
     add_lift_parser(sub)
     p = sub.add_parser("c3d", help="C3D files: convert to and from OpenSim, summarise",

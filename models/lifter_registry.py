@@ -3,7 +3,7 @@
 Entries
 -------
 * ``kinevid`` - kinevid's own lifter, shipped in the repository (``models/weights/kinevid_lifter.pt``,
-  trained by ``models/lifter_train.py`` from the public data in ``../shared/data``); no download.
+  trained by ``models/train_lifter.py`` from the public data in ``../shared/data``); no download.
 * ``videopose3d-243`` - VideoPose3D ``pretrained_h36m_detectron_coco.bin``: COCO-17 2D (Detectron)
   in, Human3.6M-17 3D out, receptive field 243, symmetric.
 * ``videopose3d-cpn-243`` - VideoPose3D ``pretrained_h36m_cpn.bin``: H36M-17 2D (CPN) in.
@@ -134,7 +134,7 @@ LIFTER_REGISTRY: dict[str, LifterSpec] = {s.name: s for s in [
         file="models/weights/kinevid_lifter.pt",
         licence="kinevid's own weights, trained on the public data listed in its model card "
                 "(models/weights/kinevid_lifter.md)",
-        source="models/lifter_train.py",
+        source="models/train_lifter.py",
         notes="feet and head landmarks; architecture and layouts as stated in the file's 'meta'"),
     LifterSpec(
         name="videopose3d-243", input_layout="coco17", output_names=_H36M_OUT,
@@ -173,7 +173,7 @@ def resolve_checkpoint(spec: LifterSpec, *, cache: str | os.PathLike | None = No
         path = REPO_ROOT / spec.file
         if not path.is_file():
             raise CheckpointError(f"the shipped weights of lifter {spec.name!r} are missing; "
-                                  "train them with models/lifter_train.py", path)
+                                  "train them with models/train_lifter.py", path)
         if spec.sha256 and sha256_file(path) != spec.sha256.lower():
             raise CheckpointError(f"sha256 of the shipped {spec.name!r} weights does not match "
                                   "the registry", path)

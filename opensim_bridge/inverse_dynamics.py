@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from .errors import InputError, KinevidError
-from .osim_model import first_line, load_model
+from .osim_model import first_line, load_model, quiet_stdout
 from .external_loads import (Assignment, build_external_loads, check_loads, load_external_loads,
                              read_grf)
 
@@ -167,7 +167,8 @@ def run_id(model, motion, out_dir, *, grf=None, loads=None, lowpass_hz: float | 
             ext.printToXML(str(scratch / LOADS_FILE))
             tool.setExternalLoadsFileName(str(scratch / LOADS_FILE))
         try:
-            ok = tool.run()
+            with quiet_stdout():
+                ok = tool.run()
         except RuntimeError as exc:
             raise InputError(f"OpenSim's InverseDynamicsTool failed: {first_line(exc)}",
                              motion_path) from exc

@@ -5,7 +5,9 @@ OpenSim reports problems as RuntimeError with a multi-line message; kinevid turn
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 from .errors import ModelError
@@ -31,3 +33,20 @@ def load_model(path: str | os.PathLike):
     except Exception as exc:  # OpenSim raises RuntimeError carrying its own message
         raise ModelError(f"OpenSim cannot load this model: {first_line(exc)}", path) from None
     return model
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Silence OpenSim's C++ tools, which print a model summary ("MODEL: ...") straight to the
+    process's standard output regardless of the log level. kinevid's own stdout carries its
+    results (and the Blender add-on reads kinevid's output), so the noise is dropped at the file
+    descriptor for the duration of the call."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -29,7 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import InputError, KinevidError, ModelError
-from .osim_model import first_line, load_model
+from .osim_model import first_line, load_model, quiet_stdout
 
 MODEL_FILE = "model_scaled.osim"
 SETUP_FILE = "scale_setup.xml"
@@ -131,7 +131,8 @@ def _run_in(tool, out_dir, scratch, place_markers, keep, before_print, t_start) 
 
     point_outputs(scratch)
     try:
-        ok = tool.run()
+        with quiet_stdout():
+            ok = tool.run()
     except RuntimeError as exc:
         raise KinevidError(f"OpenSim's ScaleTool failed: {first_line(exc)}",
                            tool.getDocumentFileName() or None) from exc

@@ -43,7 +43,6 @@ def keypoints_trc(tmp_path_factory):
 
 
 def _run(out, trc, *extra):
-    from inference.commands.run import config_from_args  # noqa: F401 - same path as the CLI
     return kinevid_run(["--from-keypoints", str(trc), "--height", str(HEIGHT), "--mass",
                         str(MASS), *extra, "-o", str(out)])
 
