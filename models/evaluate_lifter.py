@@ -91,13 +91,16 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     res = {}
     for name, spec in levels:
         rng = np.random.default_rng(seed + 1)
-        x, y = D.make_pairs(rng, world, H, sigma=spec.sigma, spec=spec, cams=cams)
+        x, y, ok = D.make_pairs(rng, world, H, sigma=spec.sigma, spec=spec, cams=cams,
+                                return_valid=True)
+        x, y, g = x[ok], y[ok], groups[ok]
         p = predict(model, x)
         e = np.linalg.norm(p - y, axis=-1) * 1000
         pa = np.linalg.norm(procrustes_aligned(p, y) - y, axis=-1) * 1000
         res[name] = {"mpjpe": e.mean(0), "pmpjpe": pa.mean(0), "n": len(e),
-                     "groups": {g: (float(e[groups == g].mean()), float(pa[groups == g].mean()))
-                                for g in sorted(set(groups))}}
+                     "excluded": int((~ok).sum()),
+                     "groups": {k: (float(e[g == k].mean()), float(pa[g == k].mean()))
+                                for k in sorted(set(g))}}
     return res
 
 
@@ -168,7 +171,8 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
 def report(res: dict, print_=print) -> None:
     names = D.OUTPUT_MARKERS
     lv = list(res)
-    print_(f"windows per level: {res[lv[0]]['n']}; 2D noise as % of the person's 2D height; "
+    print_(f"windows per level: {res[lv[0]]['n']} ({res[lv[0]]['excluded']} excluded: person "
+           "within 0.5 m of the camera plane or beyond an image size outside the image); 2D noise as % of the person's 2D height; "
            f"realistic = {REALISTIC}")
     print_("\noverall (mm)        " + "".join(f"{n:>16}" for n in lv))
     print_("MPJPE               " + "".join(f"{res[n]['mpjpe'].mean():16.1f}" for n in lv))

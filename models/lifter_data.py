@@ -859,24 +859,44 @@ class PairSampler:
         return out, H
 
     def batch(self, B: int, sigma=None, fps=None, speed=None, spec: NoiseSpec | None = None):
-        """(inputs (B, window, 26, 3) float32, targets (B, 30, 3) float32 at the centre frame)."""
-        world, H = self.windows(B, fps, speed)
-        return make_pairs(self.rng, world, H, sigma=sigma, spec=spec,
-                          sigma_range=self.sigma_range)
+        """(inputs (B, window, 26, 3) float32, targets (B, 30, 3) float32 at the centre frame).
+
+        Windows whose person comes closer than 0.5 m to the camera plane or far outside the
+        image (a sprint passing the camera) are redrawn: their projections are meaningless
+        and a single one in a batch wrecks BatchNorm's running statistics.
+        """
+        xs, ys, n = [], [], 0
+        while n < B:
+            world, H = self.windows(B, fps, speed)
+            x, y, ok = make_pairs(self.rng, world, H, sigma=sigma, spec=spec,
+                                  sigma_range=self.sigma_range, return_valid=True)
+            xs.append(x[ok])
+            ys.append(y[ok])
+            n += int(ok.sum())
+        return np.concatenate(xs)[:B], np.concatenate(ys)[:B]
 
 
 def make_pairs(rng, world: np.ndarray, H: np.ndarray, sigma=None, spec=None,
-               sigma_range=(0.0, 0.04), cams: Cameras | None = None):
-    """Project world windows through random cameras and add noise: (inputs, centre targets)."""
+               sigma_range=(0.0, 0.04), cams: Cameras | None = None, return_valid: bool = False):
+    """Project world windows through random cameras and add noise: (inputs, centre targets)
+    (and, with ``return_valid``, a (B,) mask of windows fully in front of the camera, at least
+    0.5 m away, and within one image size of the image)."""
     B, T = world.shape[:2]
     c = T // 2
     if cams is None:
         cams = random_cameras(rng, world[:, c, ROOT_INDEX], H)
     halpe = np.matmul(INPUT_MATRIX, world)
-    uv, _ = project(halpe, cams)
+    uv, Xh = project(halpe, cams)
     _, Xc = project(world[:, c], cams)
     target = Xc - Xc[:, ROOT_INDEX:ROOT_INDEX + 1]
     spec = spec or NoiseSpec()
     sig = rng.uniform(*sigma_range, B) if sigma is None else np.full(B, float(sigma))
     uv_n, conf = add_noise(rng, uv, spec, sig)
-    return model_input(uv_n, conf, cams.w, cams.h), target.astype(np.float32)
+    x = model_input(uv_n, conf, cams.w, cams.h)
+    if not return_valid:
+        return x, target.astype(np.float32)
+    w, h = cams.w[:, None, None], cams.h[:, None, None]
+    valid = ((Xh[..., 2] > 0.5).all(axis=(1, 2))
+             & ((uv[..., 0] > -w) & (uv[..., 0] < 2 * w)).all(axis=(1, 2))
+             & ((uv[..., 1] > -h) & (uv[..., 1] < 2 * h)).all(axis=(1, 2)))
+    return x, target.astype(np.float32), valid

@@ -25,9 +25,9 @@ from models.tcn import TemporalModelOptimized1f
 # The shipped settings (the model card quotes them from the file's meta).
 DEFAULTS = {
     "seed": 20240611, "filter_widths": (3, 3, 3), "channels": 256, "dropout": 0.25,
-    "steps": 2200, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
+    "steps": 4000, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
     "opensim_weight": 5.0, "sigma_range": (0.0, 0.04), "fps_range": (25.0, 60.0),
-    "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95),
+    "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95), "bn_batches": 100,
 }
 
 
@@ -50,6 +50,28 @@ def plain(obj):
 def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean per-joint position error (same units as the inputs)."""
     return torch.linalg.vector_norm(pred - target, dim=-1).mean()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, sampler, batches: int, batch: int) -> None:
+    """Recompute BatchNorm running statistics with the final weights, as a plain average over
+    fresh training batches (dropout off), so that eval mode sees the statistics of the
+    network it runs rather than an average over weights that kept changing."""
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    saved = [d.p for d in drops]
+    for d in drops:
+        d.p = 0.0
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.reset_running_stats()
+            m.momentum = None           # cumulative moving average
+    model.train()
+    for _ in range(batches):
+        x, _ = sampler.batch(batch)
+        model(torch.from_numpy(x))
+    for d, p in zip(drops, saved):
+        d.p = p
+    model.eval()
 
 
 def build_model(cfg: dict, optimised: bool = True):
@@ -104,6 +126,7 @@ def train(cfg: dict, out: Path, log=print) -> dict:
             el = time.perf_counter() - t_start
             log(f"step {step:6d}  loss {1000 * run:6.1f} mm  lr {opt.param_groups[0]['lr']:.2e}  "
                 f"{el:7.0f} s (data {t_data:.0f} s)")
+    recalibrate_batchnorm(model, sampler, cfg["bn_batches"], cfg["batch"])
     train_s = time.perf_counter() - t_start
     meta = {
         "format": "kinevid-lifter-1",
