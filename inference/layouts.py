@@ -31,6 +31,7 @@ computed from other points, the first rule whose sources are all available winni
 * ``neck = (left_shoulder + right_shoulder) / 2``
 * ``spine = (mid_hip + neck) / 2``   (H36M "Spine", as in mmpose's COCO->H36M conversion)
 * ``head = (left_eye + right_eye) / 2``, else ``head_top``   (H36M "Head", mmpose's rule)
+* ``left_big_toe = left_foot_index`` (and right): BlazePose's foot tip stands in for the big toe
 
 A derived point's confidence is the minimum of its sources' confidences; a point that can be
 neither copied nor derived is NaN with confidence 0.
@@ -183,6 +184,11 @@ DERIVED: dict[str, tuple[tuple[str, ...], ...]] = {
     "neck": (("left_shoulder", "right_shoulder"),),
     "spine": (("mid_hip", "neck"),),
     "head": (("left_eye", "right_eye"), ("head_top",)),
+    # BlazePose's foot index (the tip of the foot, over the second toe) stands in for the big
+    # toe when a layout has no toes: the two lie within ~1-2 cm, and Pose2Sim's BlazePose marker
+    # set places foot_index at the big toe too.
+    "left_big_toe": (("left_foot_index",),),
+    "right_big_toe": (("right_foot_index",),),
 }
 
 

@@ -25,6 +25,9 @@ from .errors import InputError
 #: model's default pose. The runner checks the last of them against the neighbouring chunk.
 WARMUP_FRAMES = 3
 
+#: Smallest per-frame weight factor (confidence) given to a marker; see _set_frame_weights.
+MIN_WEIGHT_FACTOR = 1e-6
+
 
 @dataclasses.dataclass
 class IKProblem:
@@ -152,7 +155,11 @@ class FrameSolver:
         base = self.problem.marker_weights
         for name, j in zip(self.solver_marker_names, self.solver_marker_index):
             f = fw[k, j]
-            self.solver.updateMarkerWeight(name, float(base[j] * (f if math.isfinite(f) else 0.0)))
+            f = f if math.isfinite(f) else 0.0
+            # Simbody's marker goal treats a weight moving to or from exactly zero as a change of
+            # the problem's structure and refuses to track() until assemble() runs again; a floor
+            # far below any real weight keeps the solve a cheap track() and changes nothing.
+            self.solver.updateMarkerWeight(name, float(base[j] * max(f, MIN_WEIGHT_FACTOR)))
 
     def begin(self, k: int):
         """Assemble at frame ``k`` from the model's default pose (as OpenSim's tool does at its

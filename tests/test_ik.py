@@ -208,6 +208,30 @@ def test_low_confidence_wrong_marker_barely_moves_solution(tmp_path):
     assert np.abs(mixed[1::2] - base[1::2]).max() < 0.1 * moved_wrong
 
 
+def test_zero_confidence_switching_on_and_off_is_solved(tmp_path):
+    """Video keypoints come and go with confidence exactly 0 (an occluded limb). Simbody refuses
+    to track() after a marker weight crosses zero; kinevid must solve such frames, serially and
+    in parallel, and a zero-confidence wrong marker must not drag the pose."""
+    settings = load_ik_settings(G2354 / "subject01_Setup_IK.xml")
+    clean = _short(read_trc(G2354 / "subject01_walk1.trc"))
+    bad = clean.copy()
+    data = bad.data.copy()
+    j = bad.index("R.Heel")
+    data[:, j] += np.array([0.15, 0.10, -0.10])
+    bad.data = data
+    conf = np.ones((len(bad), len(bad.names)))
+    conf[1::2, j] = 0.0                    # off in every other frame
+    without = run_ik(MODEL_2354, bad, settings.without_markers(["R.Heel"]), tmp_path / "a",
+                     jobs=1).coordinates.data
+    wrong = run_ik(MODEL_2354, bad, settings, tmp_path / "b", jobs=1).coordinates.data
+    assert np.abs(wrong - without).max() > 2.0
+    for jobs in (1, 2):
+        got = run_ik(MODEL_2354, bad.copy(confidence=conf), settings, tmp_path / f"c{jobs}",
+                     jobs=jobs).coordinates.data
+        assert np.abs(got[1::2] - without[1::2]).max() < 0.02   # as if the marker were absent
+        assert np.abs(got[::2] - wrong[::2]).max() < 0.02
+
+
 def test_nan_marker_is_ignored_like_weight_zero(tmp_path):
     settings = load_ik_settings(G2354 / "subject01_Setup_IK.xml")
     clean = _short(read_trc(G2354 / "subject01_walk1.trc"))

@@ -116,7 +116,19 @@ def test_derived_joints_follow_their_formulas():
     h2, _ = convert(kp2, conf, "coco17", "h36m17")
     assert np.isnan(h2[H.index("mid_hip")]).all() and np.isnan(h2[H.index("spine")]).all()
     assert not np.isnan(h2[H.index("neck")]).any()
-    assert set(DERIVED) == {"mid_hip", "neck", "spine", "head"}
+    assert set(DERIVED) == {"mid_hip", "neck", "spine", "head", "left_big_toe", "right_big_toe"}
+
+
+def test_blazepose_foot_index_stands_in_for_the_big_toe():
+    b = LAYOUTS["blazepose33"]
+    kp = np.random.default_rng(3).uniform(0, 500, (33, 2))
+    conf = np.linspace(0.1, 1.0, 33)
+    out, oc = convert(kp, conf, "blazepose33", "halpe26")
+    h = LAYOUTS["halpe26"]
+    for side in ("left", "right"):
+        np.testing.assert_array_equal(out[h.index(f"{side}_big_toe")], kp[b.index(f"{side}_foot_index")])
+        assert oc[h.index(f"{side}_big_toe")] == conf[b.index(f"{side}_foot_index")]
+        assert np.isnan(out[h.index(f"{side}_small_toe")]).all()  # no stand-in for the small toe
 
 
 def test_body25b_to_halpe_and_back_and_3d_input():
