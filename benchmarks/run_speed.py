@@ -11,7 +11,7 @@ real-time factor, quality flags, and the synthetic end-to-end joint-angle errors
 Both need kinevid's shipped lifter (models/weights/kinevid_lifter.pt). Run from the repository
 root:
 
-    .venv/bin/python benchmarks/run_report.py [--videos cam01 demo] [--max-frames 100]
+    .venv/bin/python benchmarks/run_speed.py [--videos cam01 demo] [--max-frames 100]
 """
 from __future__ import annotations
 
