@@ -13,10 +13,8 @@ Angles in degrees, IK translations in mm, generalized forces in N m (moments) or
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import math
-import os
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from opensim_bridge import ik_pool
 from opensim_bridge.ik import run_ik
 from opensim_bridge.ik_settings import load_ik_settings
 from opensim_bridge.inverse_dynamics import id_from_setup, run_id
+from opensim_bridge.osim_model import quiet_stdout
 from opensim_bridge.scaling import read_scale_factors, scale_from_setup
 from opensim_bridge.storage import Table, read_table
 from opensim_bridge.timeseries import KeypointSeries
@@ -127,20 +126,6 @@ def comparison(key, title, sources: dict[str, dict[str, tuple[float, float]]]) -
 
 
 # ------------------------------------------------------------------------------- OpenSim tools
-@contextlib.contextmanager
-def cout_silenced():
-    """OpenSim's tools print model summaries through C++ std::cout, which Logger levels do not
-    reach: point file descriptor 1 at /dev/null while they run (stderr stays visible)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def opensim_ik(setup: Path, model: Path, trc: Path, span, out: Path) -> Table:
@@ -341,7 +326,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 (Path(tmp) / make.__name__).mkdir()
                 try:
-                    with cout_silenced():
+                    with quiet_stdout():
                         sections = make(Path(tmp) / make.__name__, args.quick)
                 except Exception:  # report it and go on: one broken pipeline hides no other
                     print(f"\n{make.__name__} FAILED\n{traceback.format_exc()}", file=sys.stderr)

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
-from .errors import InputError, ModelError
+from .errors import InputError
 from .keypoint_maps import (
     KeypointMap,
     apply_keypoint_map,
@@ -52,7 +52,7 @@ from .keypoint_maps import (
     pick_keypoint_map,
 )
 from .osim_model import load_model
-from .scaling import ScaleResult, _positive, _run
+from .scaling import ScaleResult, _positive, scale_with_factors
 from .timeseries import KeypointSeries
 
 GENERIC_FILE = "model_generic_keypoints.osim"
@@ -293,7 +293,8 @@ def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSerie
             raise InputError(f"implausible scale factor {tuple(round(v, 3) for v in f)} for "
                              f"{body}: the keypoints do not look like this model's subject "
                              "(wrong units or a wrong person?)", src)
-    result = _scale_with_factors(generic, factors, height, mass, out_dir)
+    result = scale_with_factors(generic, factors, height, mass, out_dir,
+                                name="kinevid_keypoint_scale")
     report = out_dir / REPORT_FILE
     with atomic_write(report) as fh:
         json.dump({"model": str(model_path), "keypoint_map": kmap.source or kmap.name,
@@ -306,31 +307,3 @@ def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSerie
     return KeypointScaleResult(result, generic, kmap, segments, factors, height_ratio, report)
 
 
-def _scale_with_factors(model_path: Path, factors, height: float, mass: float,
-                        out_dir: Path) -> ScaleResult:
-    """OpenSim's ScaleTool with manual per-body factors, mass distribution preserved."""
-    import opensim as osim
-
-    tool = osim.ScaleTool()
-    tool.setName("kinevid_keypoint_scale")
-    tool.setSubjectMass(mass)
-    tool.setSubjectHeight(1000.0 * height)   # setups hold mm
-    tool.getGenericModelMaker().setModelFileName(str(model_path))
-    scaler = tool.getModelScaler()
-    scaler.setApply(True)
-    order = osim.ArrayStr()
-    order.append("manualScale")
-    scaler.setScalingOrder(order)
-    scaler.setPreserveMassDist(True)
-    sset = scaler.getScaleSet()
-    for body, (sx, sy, sz) in sorted(factors.items()):
-        s = osim.Scale()
-        s.setSegmentName(body)
-        s.setScaleFactors(osim.Vec3(sx, sy, sz))
-        s.setApply(True)
-        sset.cloneAndAppend(s)
-    result = _run(tool, out_dir, place_markers=False)
-    if abs(result.mass - mass) > 1e-3 * mass:
-        raise ModelError(f"the scaled model weighs {result.mass:.3f} kg, not {mass:g} kg",
-                         result.model_path)
-    return result

@@ -522,15 +522,24 @@ def scale_from_segment_lengths(model, lengths: Mapping[str, float], height: floa
     ``marker_set``). Masses are scaled to ``mass``
     keeping the model's mass distribution. Runs OpenSim's ScaleTool with manual scale factors.
     """
-    import opensim as osim
-
     model_path = _existing(model, "model file", ModelError)
     osim_model = load_model(model_path)
     factors = segment_scale_factors(osim_model, lengths, height, model_height_m, marker_set)
+    return scale_with_factors(model_path, factors, height, _positive(mass, "mass", model_path),
+                              out_dir, name="kinevid_segment_scale")
+
+
+def scale_with_factors(model, factors: Mapping[str, tuple[float, float, float]], height: float,
+                       mass: float, out_dir, *, name: str = "kinevid_scale") -> ScaleResult:
+    """OpenSim's ScaleTool with manual per-body scale factors ``{body: (sx, sy, sz)}``; masses
+    scaled to ``mass`` keeping the model's mass distribution. ``height`` (m) is recorded."""
+    import opensim as osim
+
+    model_path = _existing(model, "model file", ModelError)
     tool = osim.ScaleTool()
-    tool.setName("kinevid_segment_scale")
-    tool.setSubjectMass(_positive(mass, "mass", model_path))
-    tool.setSubjectHeight(1000.0 * float(height))
+    tool.setName(name)
+    tool.setSubjectMass(float(mass))
+    tool.setSubjectHeight(1000.0 * float(height))   # setups hold mm
     tool.getGenericModelMaker().setModelFileName(str(model_path))
     scaler = tool.getModelScaler()
     scaler.setApply(True)
@@ -547,4 +556,8 @@ def scale_from_segment_lengths(model, lengths: Mapping[str, float], height: floa
         sset.cloneAndAppend(s)
     out_dir = Path(out_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _run(tool, out_dir, place_markers=False)
+    result = _run(tool, out_dir, place_markers=False)
+    if abs(result.mass - mass) > 1e-3 * mass:
+        raise ModelError(f"the scaled model weighs {result.mass:.3f} kg, not {mass:g} kg",
+                         result.model_path)
+    return result
