@@ -758,7 +758,6 @@ def add_noise(rng, uv: np.ndarray, spec: NoiseSpec, sigma: np.ndarray | None = N
         bi, ti, ji = np.nonzero(out)
         noise[bi, ti, ji] = (rng.uniform(-1, 1, (len(bi), 2))
                              * (spec.outlier_size * size)[bi, None])
-        conf = conf.copy()
         conf[bi, ti, ji] = rng.uniform(0.05, 0.6, len(bi))
     uv_n = uv + noise
     drop = conf < spec.drop_below
@@ -825,11 +824,13 @@ def _fill_tracks(xy: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
 def _fill_never(out: np.ndarray, never: np.ndarray) -> np.ndarray:
     """Joints missing in a whole window (``never`` (B, J)) take the frame's mean of the
     present joints (or 0)."""
-    if True:
-        present = np.where(never[:, None, :, None], np.nan, out)
-        with np.errstate(all="ignore"):
-            centre = np.nan_to_num(np.nanmean(present, axis=2), nan=0.0)   # (B, T, 2)
-        out = np.where(never[:, None, :, None], centre[:, :, None, :], out)
+    rows = np.nonzero(never.any(axis=1))[0]                  # only the windows concerned
+    sub, nv = out[rows], never[rows]
+    present = np.where(nv[:, None, :, None], np.nan, sub)
+    with np.errstate(all="ignore"):
+        centre = np.nan_to_num(np.nanmean(present, axis=2), nan=0.0)   # (K, T, 2)
+    out = out.copy()
+    out[rows] = np.where(nv[:, None, :, None], centre[:, :, None, :], sub)
     return out
 
 

@@ -24,8 +24,8 @@ from models.tcn import TemporalModelOptimized1f
 
 # The shipped settings (the model card quotes them from the file's meta).
 DEFAULTS = {
-    "seed": 20240611, "filter_widths": (3, 3, 3), "channels": 256, "dropout": 0.25,
-    "steps": 4000, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
+    "seed": 20240611, "filter_widths": (3, 3, 3), "channels": 512, "dropout": 0.25,
+    "steps": 8500, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
     "opensim_weight": 5.0, "sigma_range": (0.0, 0.04), "fps_range": (25.0, 60.0),
     "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95), "bn_batches": 100,
 }
