@@ -119,6 +119,15 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "use_confidence": Setting(True, bool, "weight each marker per frame by its 3D "
                                   "confidence"),
         "weights": Setting({}, dict, "marker weight overrides: {keypoint or marker: weight}"),
+        "coordinate_priors": Setting(
+            {"lumbar_extension": {"weight": 0.02, "value_deg": -20.0},
+             "lumbar_bending": 0.02, "lumbar_rotation": 0.02}, dict,
+            "weak pulls of coordinates towards a value {coordinate: weight, or {weight, "
+            "value_deg}} (default value: the model's default). Video keypoints put the hips and "
+            "mid-hip on one line, so the pelvis tilt is unobservable and trades freely against "
+            "lumbar extension and hip flexion; the prior settles the split at the lumbar "
+            "extension of typical gait in Rajagopal-convention models (about -20 deg in the "
+            "reference walks in ../shared/data). Coordinates the model lacks are ignored"),
         "start": Setting(None, (int, float), "first time to process, s", optional=True),
         "end": Setting(None, (int, float), "last time to process, s", optional=True),
     },

@@ -795,7 +795,7 @@ class Pipeline:
 
     def _stage_ik(self, s: dict):
         from opensim_bridge.ik import run_ik
-        from opensim_bridge.ik_settings import IKSettings
+        from opensim_bridge.ik_settings import CoordinateTask, IKSettings
         from opensim_bridge.keypoint_maps import load_keypoint_map
 
         ik = self.cfg["ik"]
@@ -814,13 +814,19 @@ class Pipeline:
         for key, w in ik["weights"].items():
             weights[names.get(key, key)] = w
         weights = {m: w for m, w in weights.items() if w > 0}
-        settings = IKSettings(accuracy=ik["accuracy"]).with_marker_weights(weights)
+        coordinates = _model_coordinates(self.p("model_scaled.osim"))
+        priors = tuple(_prior_task(name, spec) for name, spec in ik["coordinate_priors"].items()
+                       if name in coordinates)
+        priors = tuple(t for t in priors if t.weight > 0)
+        settings = IKSettings(accuracy=ik["accuracy"], coordinate_tasks=priors) \
+            .with_marker_weights(weights)
         with self._bar("IK", "frames") as bar:
             res = run_ik(self.p("model_scaled.osim"), markers, settings, self.out,
                          jobs=ik["jobs"], start=ik["start"], end=ik["end"], progress=bar.update)
         rms = res.marker_errors.column("marker_error_RMS")
         info = {"frames": len(res.coordinates.time), "markers": list(res.marker_names),
                 "weights": weights, "jobs": res.jobs,
+                "coordinate_priors": {t.name: [t.weight, t.value_type, t.value] for t in priors},
                 "marker_rms_mm": {"mean": round(1000 * float(np.nanmean(rms)), 2),
                                   "median": round(1000 * float(np.nanmedian(rms)), 2),
                                   "max": round(1000 * float(np.nanmax(rms)), 2)},
@@ -953,3 +959,32 @@ def _registry() -> set[str]:
 def run_pipeline(out_dir, cfg: RunConfig, inputs: RunInputs, **kwargs) -> RunResult:
     """Build a :class:`Pipeline` and run it."""
     return Pipeline(out_dir, cfg, inputs, **kwargs).run()
+
+
+def _model_coordinates(model_path) -> set[str]:
+    """Names of a model's coordinates (read from the .osim with OpenSim)."""
+    from opensim_bridge.osim_model import load_model
+
+    model = load_model(model_path)   # keep the model alive while its coordinate set is read
+    coords = model.getCoordinateSet()
+    return {coords.get(i).getName() for i in range(coords.getSize())}
+
+
+def _prior_task(name: str, spec):
+    """An IK coordinate task from a ``ik.coordinate_priors`` entry: a weight (towards the model's
+    default value) or ``{"weight": w, "value_deg": v}`` (``"value"`` in model units)."""
+    import math
+
+    from opensim_bridge.ik_settings import CoordinateTask
+
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"weight", "value_deg", "value"}
+        if unknown or "weight" not in spec:
+            raise InputError(f"ik.coordinate_priors.{name} takes weight and value_deg or value, "
+                             f"got {sorted(spec)}")
+        value = math.radians(spec["value_deg"]) if "value_deg" in spec else spec.get("value")
+        if value is None:
+            return CoordinateTask(name, float(spec["weight"]))
+        return CoordinateTask(name, float(spec["weight"]), value_type="manual_value",
+                              value=float(value))
+    return CoordinateTask(name, float(spec))
