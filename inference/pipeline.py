@@ -820,11 +820,19 @@ class Pipeline:
         priors = tuple(t for t in priors if t.weight > 0)
         settings = IKSettings(accuracy=ik["accuracy"], coordinate_tasks=priors) \
             .with_marker_weights(weights)
+        # Solve only where the subject is in view: frames before the first and after the last
+        # detection would be NaN rows, which the force estimate and ID cannot use.
+        seen = np.flatnonzero(np.isfinite(markers.data).all(axis=2).any(axis=1))
+        if not len(seen):
+            raise InputError("no 3D keypoint of the subject in any frame", markers.source)
+        start = markers.time[seen[0]] if ik["start"] is None else ik["start"]
+        end = markers.time[seen[-1]] if ik["end"] is None else ik["end"]
         with self._bar("IK", "frames") as bar:
             res = run_ik(self.p("model_scaled.osim"), markers, settings, self.out,
-                         jobs=ik["jobs"], start=ik["start"], end=ik["end"], progress=bar.update)
+                         jobs=ik["jobs"], start=start, end=end, progress=bar.update)
         rms = res.marker_errors.column("marker_error_RMS")
         info = {"frames": len(res.coordinates.time), "markers": list(res.marker_names),
+                "time_range": [float(start), float(end)],
                 "weights": weights, "jobs": res.jobs,
                 "coordinate_priors": {t.name: [t.weight, t.value_type, t.value] for t in priors},
                 "marker_rms_mm": {"mean": round(1000 * float(np.nanmean(rms)), 2),

@@ -111,6 +111,10 @@ class FrameSolver:
                                                    float(problem.constraint_weight))
         self.solver.setAccuracy(float(problem.accuracy))
         self._assembled = False
+        # Frames where no marker exists (the subject left the video): nothing to solve there;
+        # the next frame with markers is assembled afresh, as OpenSim's tool does at its start.
+        self._has_markers = np.isfinite(problem.data).all(axis=2).any(axis=1)
+        self._lost = False
         self.solver_marker_index: list[int] | None = None
 
     def _add_coordinate_references(self):
@@ -164,6 +168,10 @@ class FrameSolver:
     def begin(self, k: int):
         """Assemble at frame ``k`` from the model's default pose (as OpenSim's tool does at its
         first frame)."""
+        if not self._has_markers[k]:
+            self._lost = True
+            return
+        self._lost = False
         self.state.setTime(float(self.problem.time[k]))
         if self._assembled and self.solver_marker_index is not None:
             self._set_frame_weights(k)
@@ -183,6 +191,13 @@ class FrameSolver:
     def track(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Solve frame ``k`` from the previous solution; return (coordinate values in model
         units, squared marker errors in solver marker order)."""
+        if not self._has_markers[k]:
+            self._lost = True
+            n_markers = len(self.solver_marker_index or self.problem.marker_names)
+            return np.full(len(self.coordinates), np.nan), np.full(n_markers, np.nan)
+        if self._lost or not self._assembled:
+            self.begin(k)
+            return self._current()
         self.state.setTime(float(self.problem.time[k]))
         self._set_frame_weights(k)
         try:
@@ -190,9 +205,13 @@ class FrameSolver:
         except Exception as exc:
             raise InputError(f"OpenSim IK failed at t={self.problem.time[k]:g} s: "
                              f"{str(exc).strip()}", self.problem.model_path) from None
+        return self._current()
+
+    def _current(self) -> tuple[np.ndarray, np.ndarray]:
+        import opensim as osim
+
         s = self.state
         q = np.array([c.getValue(s) for c in self.coordinates])
-        import opensim as osim
         sq = osim.SimTKArrayDouble()
         self.solver.computeCurrentSquaredMarkerErrors(sq)
         return q, np.array([sq.getElt(i) for i in range(sq.size())])

@@ -232,6 +232,24 @@ def test_zero_confidence_switching_on_and_off_is_solved(tmp_path):
         assert np.abs(got[::2] - wrong[::2]).max() < 0.02
 
 
+def test_frames_without_any_marker_give_nan_rows_and_the_rest_is_solved(tmp_path):
+    """A video subject who leaves the picture has no keypoints at all for a while: those frames
+    come out as NaN rows, and solving resumes (from a fresh assembly) when the markers return."""
+    settings = load_ik_settings(G2354 / "subject01_Setup_IK.xml")
+    clean = _short(read_trc(G2354 / "subject01_walk1.trc"))
+    lost = clean.copy()
+    data = lost.data.copy()
+    gone = np.zeros(len(lost), bool)
+    gone[:3] = gone[10:14] = True
+    data[gone] = np.nan
+    lost.data = data
+    ref = run_ik(MODEL_2354, clean, settings, tmp_path / "ref", jobs=1).coordinates.data
+    for jobs in (1, 2):
+        got = run_ik(MODEL_2354, lost, settings, tmp_path / f"lost{jobs}", jobs=jobs).coordinates.data
+        assert np.isnan(got[gone]).all() and not np.isnan(got[~gone]).any()
+        assert np.abs(got[~gone] - ref[~gone]).max() < 0.01
+
+
 def test_nan_marker_is_ignored_like_weight_zero(tmp_path):
     settings = load_ik_settings(G2354 / "subject01_Setup_IK.xml")
     clean = _short(read_trc(G2354 / "subject01_walk1.trc"))
