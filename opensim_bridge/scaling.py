@@ -356,21 +356,12 @@ def scale_model(model, static_markers, out_dir, *, measurements, mass: float,
     scratch_trc = Path(tempfile.mkdtemp(prefix=".scale_trc_", dir=out_dir))
     try:
         trc_path = write_trc(series.to_metres(), scratch_trc / STATIC_FILE)
-        tool = osim.ScaleTool()
-        tool.setName("kinevid_scale")
-        tool.setSubjectMass(_positive(mass, "mass", src))
-        if height is not None:
-            tool.setSubjectHeight(1000.0 * _positive(height, "height", src))
-        maker = tool.getGenericModelMaker()
-        maker.setModelFileName(str(model_path))
+        tool = _scale_tool("kinevid_scale", model_path, _positive(mass, "mass", src),
+                           None if height is None else _positive(height, "height", src),
+                           "measurements", preserve_mass_distribution)
         if marker_set is not None:
-            maker.setMarkerSetFileName(str(Path(marker_set).resolve()))
+            tool.getGenericModelMaker().setMarkerSetFileName(str(Path(marker_set).resolve()))
         scaler = tool.getModelScaler()
-        scaler.setApply(True)
-        order = osim.ArrayStr()
-        order.append("measurements")
-        scaler.setScalingOrder(order)
-        scaler.setPreserveMassDist(preserve_mass_distribution)
         mset = scaler.getMeasurementSet()
         for it in items:
             m = osim.Measurement()
@@ -529,6 +520,26 @@ def scale_from_segment_lengths(model, lengths: Mapping[str, float], height: floa
                               out_dir, name="kinevid_segment_scale")
 
 
+def _scale_tool(name: str, model_path: Path, mass: float, height: float | None, order: str,
+                preserve_mass_distribution: bool):
+    """An OpenSim ScaleTool for ``model_path`` applying one scaling method (``order``)."""
+    import opensim as osim
+
+    tool = osim.ScaleTool()
+    tool.setName(name)
+    tool.setSubjectMass(mass)
+    if height is not None:
+        tool.setSubjectHeight(1000.0 * height)   # setups hold mm
+    tool.getGenericModelMaker().setModelFileName(str(model_path))
+    scaler = tool.getModelScaler()
+    scaler.setApply(True)
+    methods = osim.ArrayStr()
+    methods.append(order)
+    scaler.setScalingOrder(methods)
+    scaler.setPreserveMassDist(preserve_mass_distribution)
+    return tool
+
+
 def scale_with_factors(model, factors: Mapping[str, tuple[float, float, float]], height: float,
                        mass: float, out_dir, *, name: str = "kinevid_scale") -> ScaleResult:
     """OpenSim's ScaleTool with manual per-body scale factors ``{body: (sx, sy, sz)}``; masses
@@ -536,18 +547,8 @@ def scale_with_factors(model, factors: Mapping[str, tuple[float, float, float]],
     import opensim as osim
 
     model_path = _existing(model, "model file", ModelError)
-    tool = osim.ScaleTool()
-    tool.setName(name)
-    tool.setSubjectMass(float(mass))
-    tool.setSubjectHeight(1000.0 * float(height))   # setups hold mm
-    tool.getGenericModelMaker().setModelFileName(str(model_path))
-    scaler = tool.getModelScaler()
-    scaler.setApply(True)
-    order = osim.ArrayStr()
-    order.append("manualScale")
-    scaler.setScalingOrder(order)
-    scaler.setPreserveMassDist(True)
-    sset = scaler.getScaleSet()
+    tool = _scale_tool(name, model_path, float(mass), float(height), "manualScale", True)
+    sset = tool.getModelScaler().getScaleSet()
     for body, (sx, sy, sz) in sorted(factors.items()):
         s = osim.Scale()
         s.setSegmentName(body)
