@@ -1,8 +1,10 @@
 """Frames per second of each lifter on CPU, in one run.
 
 Random weights in each registry entry's architecture (speed does not depend on the values); the
-shipped kinevid file is used when present. Times :func:`models.lift_infer.run_lifter` (edge
-padding, flip test on and off) on a sequence of N frames; prints one line per lifter and setting.
+shipped kinevid file is used when present. Times :func:`models.lift_infer.lift_sequence` from
+pixels (normalisation, edge padding, flip test on and off; one dilated pass for VideoPose3D's
+screen normalisation, window by window for kinevid's person-window input) on a sequence of N
+frames of a person walking across a 1920x1080 image; prints one line per lifter and setting.
 
     python benchmarks/lift_speed.py [--frames 600] [--threads 2]
 """
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from inference.layouts import get_layout
-from models.lift_infer import mirror_permutation, run_lifter
+from models.lift_infer import lift_sequence
 from models.lifter_registry import LIFTER_REGISTRY, REPO_ROOT, build_lifter, load_lifter
 
 
@@ -45,18 +47,23 @@ def main(argv=None) -> int:
     for label, model, spec in _models():
         params = sum(p.numel() for p in model.parameters()) / 1e6
         lay = get_layout(spec.input_layout)
-        x = rng.normal(0, 0.3, (args.frames, lay.n, spec.in_features)).astype(np.float32)
+        # a skeleton-sized cloud of points drifting across the image, with some jitter
+        base = rng.normal(0, 120, (lay.n, 2))
+        drift = np.stack([np.linspace(300, 1600, args.frames), np.full(args.frames, 540.0)], -1)
+        px = drift[:, None, :] + base[None] + rng.normal(0, 3, (args.frames, lay.n, 2))
+        conf = rng.uniform(0.5, 1.0, (args.frames, lay.n))
+        run = lambda n, flip: lift_sequence(model, spec, px[:n], conf[:n], (1920, 1080),
+                                            flip=flip, height=1.75)
         for flip in (True, False):
-            run_lifter(model, x[:50], flip=flip, input_flip=lay.flip_index,
-                       output_flip=mirror_permutation(spec.output_names))  # warm-up
+            run(50, flip)  # warm-up
             best = float("inf")
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                run_lifter(model, x, flip=flip, input_flip=lay.flip_index,
-                           output_flip=mirror_permutation(spec.output_names))
+                run(args.frames, flip)
                 best = min(best, time.perf_counter() - t0)
             print(f"{label:<34} rf {spec.receptive_field:>3} {params:5.1f} M params  "
-                  f"flip {'on ' if flip else 'off'}  {args.frames / best:8.1f} frames/s")
+                  f"{spec.normalisation:<13} flip {'on ' if flip else 'off'}  "
+                  f"{args.frames / best:8.1f} frames/s")
     return 0
 
 

@@ -94,6 +94,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "fov_deg": Setting(None, (int, float), "camera field of view across the longer side, deg",
                            optional=True, minimum=1.0, maximum=179.0),
         "flip": Setting(True, bool, "test-time flip augmentation of the lifter"),
+        "heading": Setting("auto", str, "world X axis: auto (direction of travel when the subject "
+                           "walks somewhere, else the direction they face), travel, facing, or "
+                           "camera (the camera's x axis)", choices=("auto", "travel", "facing",
+                                                                     "camera")),
         "trust": Setting(False, bool, "accept downloaded lifter weights whose sha256 is not on "
                          "record"),
     },

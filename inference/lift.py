@@ -110,7 +110,7 @@ def _conf_for_outputs(pose_layout: str, conf: np.ndarray, out_names) -> np.ndarr
 def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
                 focal_px: float | None = None, fov_deg: float | None = None,
                 subject: int | None = None, trust: bool = False, cache=None, flip: bool = True,
-                model=None, spec=None, chunk: int = 1024) -> LiftResult:
+                model=None, spec=None, chunk: int = 1024, heading: str = "auto") -> LiftResult:
     """Lift one person of ``pose`` to a metric 3D world trajectory (nothing is written)."""
     from models.lift_infer import lift_sequence
     from models.lifter_registry import load_lifter
@@ -141,7 +141,8 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
                          "detector with these points or another --lifter", pose.source)
 
     t0 = _time.perf_counter()
-    rel = lift_sequence(model, spec, kp_in, conf_in, pose.video_size, flip=flip, chunk=chunk)
+    rel = lift_sequence(model, spec, kp_in, conf_in, pose.video_size, flip=flip, chunk=chunk,
+                        height=height)
     seconds = _time.perf_counter() - t0
     names = tuple(spec.output_names)
 
@@ -156,7 +157,8 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
     K = intrinsics_for(pose.video_size, focal_px=focal_px, fov_deg=fov_deg, metadata=pose.extra)
     solve_conf = np.where(present[:, None], conf_out, 0.0)
     try:
-        world = to_world(names, rel, kp_out, solve_conf, K, height, root_index=spec.root_index)
+        world = to_world(names, rel, kp_out, solve_conf, K, height, root_index=spec.root_index,
+                         heading=heading)
     except ValueError as exc:
         raise InputError(f"cannot place the subject in the world: {exc}", pose.source) from exc
 
@@ -177,8 +179,9 @@ def _npz_bytes(result: LiftResult) -> bytes:
     header = {"format": "kinevid-keypoints3d", "version": 1, "lifter": result.spec.name,
               "lifter_licence": result.spec.licence, "subject": result.subject,
               "names": list(result.series.names), "markers": list(result.markers.names),
-              "units": "m", "frame": "world: Y up (floor normal), X = camera x on the floor, "
-              "Z = X x Y; origin on the floor below the first root position",
+              "units": "m", "frame": "world: Y up (floor normal), X on the floor along the heading named in "
+              "'heading' (travel, facing or camera x), Z = X x Y; origin on the floor below the "
+              "first root position",
               **w.summary()}
     buf = io.BytesIO()
     np.savez_compressed(buf, header=np.array(json.dumps(header)), time=result.series.time,

@@ -19,8 +19,14 @@ Steps (all camera-frame quantities use the pinhole convention: x right, y down, 
    a RANSAC plane through the candidates (its normal within 45 deg of the body's mean vertical)
    is refined by least squares, with a weak prior towards the body's vertical for directions the
    contacts do not span (walking along a line only spans one). World axes: Y = floor normal (up,
-   gravity along -Y); X = the camera's x axis projected on the floor; Z = X x Y (towards the
-   camera). Origin: on the floor below the root at the first frame.
+   gravity along -Y); X on the floor, by ``heading`` (:data:`HEADINGS`): ``"travel"`` the
+   subject's net direction of travel (as a gait lab's X runs along the walkway, so that
+   pelvis_rotation means what biomechanists expect), ``"facing"`` the mean direction the pelvis
+   faces (the hips' right-to-left line turned about Y), ``"camera"`` the camera's x axis, and
+   ``"auto"`` (default) travel when the root moves at least :data:`MIN_TRAVEL_M` net over the
+   floor and the body faces that way, else facing when the hips are seen, else camera;
+   Z = X x Y (the subject's right for travel/facing). Origin: on the floor below the root at the
+   first frame.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "HEADINGS",
+    "choose_heading",
     "DEFAULT_FOV_DEG",
     "FOOT_HEIGHTS",
     "FloorPlane",
@@ -271,13 +279,86 @@ def fit_floor(names: Sequence[str], points: np.ndarray, stature: float,
     return FloorPlane(normal, offset, n_c, int(best.sum()), "ransac")
 
 
-def world_frame(floor: FloorPlane, root_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(R, origin): world = R @ (camera - origin); rows of R are the world X, Y, Z in camera axes."""
+HEADINGS = ("auto", "travel", "facing", "camera")
+MIN_TRAVEL_M = 1.0
+
+
+def _floor_unit(v: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """``v`` projected on the floor (normal ``y``) and normalised; None if nearly vertical."""
+    v = v - (v @ y) * y
+    n = np.linalg.norm(v)
+    return v / n if n > 1e-6 else None
+
+
+def travel_direction(root_cam: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """(unit floor direction of net travel or None, net distance in metres): from the median
+    root of the first fifth of the frames to that of the last fifth (robust to jitter)."""
+    r = root_cam[np.isfinite(root_cam).all(-1)]
+    if len(r) < 5:
+        return None, 0.0
+    k = max(1, len(r) // 5)
+    d = np.median(r[-k:], axis=0) - np.median(r[:k], axis=0)
+    d = d - (d @ y) * y
+    dist = float(np.linalg.norm(d))
+    return (d / dist if dist > 1e-9 else None), dist
+
+
+def facing_direction(points_cam: np.ndarray, names: Sequence[str], y: np.ndarray) -> np.ndarray | None:
+    """Unit floor direction the pelvis faces on average: up x (right hip - left hip), as in
+    OpenSim's axes (X forward, Y up, Z right); None without both hips."""
+    try:
+        li, ri = list(names).index("left_hip"), list(names).index("right_hip")
+    except ValueError:
+        return None
+    right = points_cam[:, ri] - points_cam[:, li]
+    right = right[np.isfinite(right).all(-1)]
+    if not len(right):
+        return None
+    right = right / np.maximum(np.linalg.norm(right, axis=-1, keepdims=True), 1e-9)
+    return _floor_unit(np.cross(y, right.mean(0)), y)
+
+
+def choose_heading(heading: str, floor: FloorPlane, root_cam: np.ndarray,
+                   points_cam: np.ndarray | None = None, names: Sequence[str] = ()) -> tuple[np.ndarray, str]:
+    """(unit world X in camera axes, the rule used) for a ``heading`` of :data:`HEADINGS`."""
+    if heading not in HEADINGS:
+        raise ValueError(f"heading must be one of {', '.join(HEADINGS)}, got {heading!r}")
     y = floor.normal / np.linalg.norm(floor.normal)
-    x = np.array([1.0, 0.0, 0.0]) - y[0] * y
-    if np.linalg.norm(x) < 1e-6:  # camera x vertical (rolled 90 deg): use its optical axis
-        x = np.array([0.0, 0.0, 1.0]) - y[2] * y
-    x /= np.linalg.norm(x)
+    camera = _floor_unit(np.array([1.0, 0.0, 0.0]), y)
+    if camera is None:  # camera x vertical (rolled 90 deg): use its optical axis
+        camera = _floor_unit(np.array([0.0, 0.0, 1.0]), y)
+    if heading == "camera":
+        return camera, "camera"
+    face = facing_direction(points_cam, names, y) if points_cam is not None else None
+    travel, dist = travel_direction(root_cam, y)
+    if heading == "travel":
+        if travel is None:
+            raise ValueError("the subject does not move: no direction of travel for the world X axis")
+        return travel, "travel"
+    if heading == "facing":
+        if face is None:
+            raise ValueError("the hips are not seen: no facing direction for the world X axis")
+        return face, "facing"
+    # auto: travel when the subject goes somewhere forwards (walking backwards or a side-step
+    # sequence keeps the facing direction), else facing, else the camera
+    if travel is not None and dist >= MIN_TRAVEL_M and (face is None or travel @ face > 0.5):
+        return travel, "travel"
+    if face is not None:
+        return face, "facing"
+    return camera, "camera"
+
+
+def world_frame(floor: FloorPlane, root_cam: np.ndarray, x_axis: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(R, origin): world = R @ (camera - origin); rows of R are the world X, Y, Z in camera axes.
+    ``x_axis``: the world X direction in camera axes (projected on the floor); default the
+    camera's x axis on the floor."""
+    y = floor.normal / np.linalg.norm(floor.normal)
+    x = None if x_axis is None else _floor_unit(np.asarray(x_axis, float), y)
+    if x is None:
+        x = _floor_unit(np.array([1.0, 0.0, 0.0]), y)
+    if x is None:  # camera x vertical (rolled 90 deg): use its optical axis
+        x = _floor_unit(np.array([0.0, 0.0, 1.0]), y)
     z = np.cross(x, y)
     R = np.stack([x, y, z])
     roots = root_cam[np.isfinite(root_cam).all(-1)]
@@ -296,6 +377,7 @@ class WorldTrajectory:
     intrinsics: Intrinsics
     scale: float              # factor applied to the lifter's output
     floor: FloorPlane
+    heading: str = "camera"   # the rule that chose the world X axis (see HEADINGS)
 
     @property
     def camera_position(self) -> np.ndarray:
@@ -307,13 +389,15 @@ class WorldTrajectory:
                 "fov_long_side_deg": self.intrinsics.fov_long_deg, "scale": self.scale,
                 "camera_height_m": float(self.camera_position[1]),
                 "camera_tilt_deg": tilt, "floor_method": self.floor.method,
-                "floor_candidates": self.floor.n_candidates, "floor_inliers": self.floor.n_inliers}
+                "floor_candidates": self.floor.n_candidates, "floor_inliers": self.floor.n_inliers,
+                "heading": self.heading}
 
 
 def to_world(names: Sequence[str], pose3d: np.ndarray, keypoints: np.ndarray,
              confidence: np.ndarray | None, K: Intrinsics, stature: float, *,
              scale: float | None = None, root_index: int = 0,
-             foot_heights: Mapping[str, float] | None = None) -> WorldTrajectory:
+             foot_heights: Mapping[str, float] | None = None,
+             heading: str = "auto") -> WorldTrajectory:
     """The whole chain: scale -> camera-frame root -> floor -> world points (see module notes).
 
     ``pose3d`` (T, J, 3) root-relative camera-axes 3D; ``keypoints`` (T, J, 2) the same joints in
@@ -332,6 +416,8 @@ def to_world(names: Sequence[str], pose3d: np.ndarray, keypoints: np.ndarray,
     root = np.stack([np.interp(t, t[ok], root[ok, d]) for d in range(3)], axis=1)
     cam = P + root[:, None, :] - P[:, root_index: root_index + 1]
     floor = fit_floor(names, cam, stature, confidence, foot_heights=foot_heights)
-    R, origin = world_frame(floor, root)
+    x_axis, rule = choose_heading(heading, floor, root, cam, names)
+    R, origin = world_frame(floor, root, x_axis)
     world = (cam - origin) @ R.T
-    return WorldTrajectory(world, (root - origin) @ R.T, cam, R, origin, K, float(scale), floor)
+    return WorldTrajectory(world, (root - origin) @ R.T, cam, R, origin, K, float(scale), floor,
+                           rule)

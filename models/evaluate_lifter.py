@@ -75,9 +75,20 @@ def predict(model, x: np.ndarray, batch: int = 2048) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _io(spec) -> dict:
+    """make_pairs keywords for a lifter's input normalisation (its spec; None: VideoPose3D's)."""
+    if spec is None:
+        return {"normalisation": "screen_width", "output_units": "m"}
+    return {"normalisation": spec.normalisation, "output_units": spec.output_units}
+
+
 def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
-             levels=LEVELS, height: float = 1.75) -> dict:
-    """{level: {"mpjpe": (J,), "pmpjpe": (J,), "groups": {group: (mpjpe, pmpjpe)}}} in mm."""
+             levels=LEVELS, height: float = 1.75, spec=None) -> dict:
+    """{level: {"mpjpe": (J,), "pmpjpe": (J,), "groups": {group: (mpjpe, pmpjpe)}}} in mm.
+
+    A lifter predicting in units of height is scaled by the subject's true height (as
+    inference scales by the height the user gives)."""
+    io = _io(spec)
     window = model.receptive_field()
     wins, groups = [], []
     for c in clips:
@@ -92,9 +103,11 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     for name, spec in levels:
         rng = np.random.default_rng(seed + 1)
         x, y, ok = D.make_pairs(rng, world, H, sigma=spec.sigma, spec=spec, cams=cams,
-                                return_valid=True)
+                                return_valid=True, **io)
         x, y, g = x[ok], y[ok], groups[ok]
         p = predict(model, x)
+        if io["output_units"] == "height":
+            p, y = p * height, y * height
         e = np.linalg.norm(p - y, axis=-1) * 1000
         pa = np.linalg.norm(procrustes_aligned(p, y) - y, axis=-1) * 1000
         res[name] = {"mpjpe": e.mean(0), "pmpjpe": pa.mean(0), "n": len(e),
@@ -120,7 +133,7 @@ def canonical_name(marker: str) -> str:
 
 
 def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
-                     spec: D.NoiseSpec | None = None) -> dict:
+                     spec: D.NoiseSpec | None = None, lifter=None) -> dict:
     """Camera-frame root trajectory error over one held-out clip with one static camera.
 
     The lifted root-relative pose (every frame, ends padded), the noisy 2D, the true focal
@@ -145,12 +158,15 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
     cams = D.Cameras(np.repeat(R[None], T, 0), np.repeat(C[None], T, 0), np.full(T, f),
                      np.full(T, 1920.0), np.full(T, 1080.0))
     spec = spec or D.NoiseSpec(sigma=0.015)
-    x, _ = D.make_pairs(rng, world_all, np.full(T, height), sigma=spec.sigma, spec=spec, cams=cams)
+    io = _io(lifter)
+    x, _, (uv, cf) = D.make_pairs(rng, world_all, np.full(T, height), sigma=spec.sigma, spec=spec,
+                                  cams=cams, return_2d=True, **io)
     pose = predict(model, x)                                           # (T, 30, 3)
+    if io["output_units"] == "height":
+        pose = pose * height
     # the 2D of the centre frames (pixels) for the markers a HALPE-26 detector also sees
-    xy = x[:, window // 2, :, :2].astype(float)
-    px = (xy + np.array([1.0, 1080 / 1920])) * 1920 / 2
-    conf = x[:, window // 2, :, 2].astype(float)
+    px = uv[:, window // 2].astype(float)
+    conf = np.where(np.isfinite(px).all(-1), cf[:, window // 2], 0.0)
     kp = np.full((T, len(D.OUTPUT_MARKERS), 2), np.nan)
     kc = np.zeros((T, len(D.OUTPUT_MARKERS)))
     for i, n in enumerate(D.INPUT_NAMES):
@@ -196,18 +212,18 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="OpenSim held-out trials only (no CMU)")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
-    model, _ = load(a.weights)
+    model, lifter = load(a.weights)
     _, held = D.split_clips(D.build_clips(include_cmu=not a.quick, log=lambda s: None))
     print(f"lifter {a.weights}: receptive field {model.receptive_field()}, "
           f"{len(held)} held-out clips: {', '.join(sorted({c.group for c in held}))}")
-    report(evaluate(model, held, stride=a.stride))
+    report(evaluate(model, held, stride=a.stride, spec=lifter))
     print("\nroot trajectory (camera frame, no alignment; 1.5% noise; inference.trajectory "
           "estimate_scale + solve_root_camera, true focal length and height)")
     walks = [c for c in held if c.name.endswith(":m") and ("Gait2354" in c.name
                                                             or "walking4" in c.name)]
     walks += [c for c in held if c.group == "cmu:35"]
     for c in walks:
-        t = trajectory_error(model, c)
+        t = trajectory_error(model, c, lifter=lifter)
         print(f"  {c.name:55s} {t['frames']:4d} frames at {t['distance_m']:.1f} m: "
               f"mean {100 * t['mean_m']:.1f} cm, median {100 * t['median_m']:.1f} cm "
               f"(scale {t['scale']:.3f})")

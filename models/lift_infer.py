@@ -16,8 +16,14 @@
   ``receptive_field - 1`` frames of context), so memory is bounded whatever the length and the
   result is identical to one pass.
 
-Output: (T, J_out, 3) float32, root-relative (root joint exactly 0), in the model's units
-(metres) and its camera axes (x right, y down, z away from the camera).
+* Lifters trained with the ``person_window`` normalisation (:mod:`models.lifter_input`) see
+  every receptive-field window normalised on its own, so they run window by window
+  (:func:`run_window_lifter`, the strided single-frame variant of the same weights, one output
+  frame per window) rather than as one dilated pass; their output, in units of the subject's
+  height, is multiplied by the height given.
+
+Output: (T, J_out, 3) float32, root-relative (root joint exactly 0), in metres and the
+model's camera axes (x right, y down, z away from the camera).
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ __all__ = [
     "normalize_screen_coordinates",
     "prepare_input",
     "run_lifter",
+    "run_window_lifter",
 ]
 
 
@@ -42,7 +49,7 @@ def normalize_screen_coordinates(xy: np.ndarray, w: float, h: float) -> np.ndarr
     xy = np.asarray(xy, dtype=np.float64)
     if xy.shape[-1] != 2:
         raise ValueError(f"expected (..., 2) coordinates, got {xy.shape}")
-    return xy / w * 2.0 - np.array([1.0, h / w])
+    return xy / w * 2.0 - np.array([1.0, h / w])   # = lifter_input.screen_width, unbatched
 
 
 def image_coordinates(xy: np.ndarray, w: float, h: float) -> np.ndarray:
@@ -142,13 +149,103 @@ def run_lifter(model, inputs: np.ndarray, *, flip: bool = True,
     return pred.astype(np.float32)
 
 
+def _single_frame_model(model):
+    """The strided single-frame variant sharing ``model``'s weights (built once, kept on it)."""
+    from models.tcn import TemporalModelOptimized1f
+
+    if isinstance(model, TemporalModelOptimized1f):
+        return model
+    opt = getattr(model, "_kinevid_1f", None)
+    if opt is None:
+        opt = TemporalModelOptimized1f(model.num_joints_in, model.in_features, model.num_joints_out,
+                                       model.filter_widths, causal=model.causal, dropout=0.0,
+                                       channels=model.channels)
+        opt.load_state_dict(model.state_dict(), strict=True)
+        opt.eval()
+        object.__setattr__(model, "_kinevid_1f", opt)   # not a registered submodule
+    return opt
+
+
+@torch.inference_mode()
+def run_window_lifter(model, keypoints: np.ndarray, confidence: np.ndarray | None,
+                      video_size: tuple[int, int], *, input_root_index: int, flip: bool = True,
+                      input_flip: Sequence[int] | None = None,
+                      output_flip: Sequence[int] | None = None, root_index: int | None = 0,
+                      chunk: int = 1024) -> np.ndarray:
+    """(T, J, 2) pixels (+ confidences) -> (T, J_out, 3) for a ``person_window`` lifter: every
+    frame's receptive-field window (sequence ends padded by repeating the end frames, as
+    :func:`run_lifter` pads) is normalised on its own (:func:`models.lifter_input.person_window`)
+    and lifted to that frame's pose, in the model's units."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from models.lifter_input import person_window
+
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.ndim != 3 or kp.shape[-1] != 2:
+        raise ValueError(f"expected (T, J, 2) keypoints, got {kp.shape}")
+    w, h = float(video_size[0]), float(video_size[1])
+    if w <= 0 or h <= 0:
+        raise ValueError(f"bad video size {video_size}")
+    n_frames, J = kp.shape[:2]
+    net = _single_frame_model(model)
+    if n_frames == 0:
+        return np.zeros((0, net.num_joints_out, 3), np.float32)
+    conf = np.ones(kp.shape[:2]) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    conf = np.where(np.isfinite(kp).all(axis=-1), np.nan_to_num(conf, nan=0.0), 0.0)
+    xy = fill_missing(kp)
+    before, after = model.sequence_padding()
+    pad = lambda a: np.concatenate([np.repeat(a[:1], before, 0), a, np.repeat(a[-1:], after, 0)])
+    xy_p, conf_p = pad(xy), pad(conf)
+    rf = model.receptive_field()
+    if flip and (input_flip is None or output_flip is None):
+        raise ValueError("flip augmentation needs the input and output left/right permutations")
+    in_perm = list(input_flip) + list(range(J, net.num_joints_in)) if flip else None
+    parts = []
+    for start in range(0, n_frames, max(1, int(chunk))):
+        stop = min(n_frames, start + max(1, int(chunk)))
+        # (n, rf, J, 2) windows: view, then one copy inside person_window
+        win = np.moveaxis(sliding_window_view(xy_p[start: stop + rf - 1], rf, axis=0), -1, 1)
+        cw = np.moveaxis(sliding_window_view(conf_p[start: stop + rf - 1], rf, axis=0), -1, 1)
+        x = person_window(win, cw, w, h, input_root_index)
+        out = net(torch.from_numpy(x))[:, 0].numpy()
+        if flip:
+            m = x[:, :, in_perm].copy()
+            m[..., 0] *= -1.0
+            back = net(torch.from_numpy(m))[:, 0].numpy()[:, list(output_flip)]
+            back[..., 0] *= -1.0
+            out = 0.5 * (out + back)
+        parts.append(out)
+    pred = np.concatenate(parts)
+    if root_index is not None:
+        pred = pred - pred[:, root_index: root_index + 1]
+    return pred.astype(np.float32)
+
+
 def lift_sequence(model, spec, keypoints: np.ndarray, confidence: np.ndarray | None,
-                  video_size: tuple[int, int], *, flip: bool = True, chunk: int = 1024) -> np.ndarray:
-    """2D pixels in ``spec.input_layout`` -> (T, J_out, 3) root-relative camera-axes 3D."""
+                  video_size: tuple[int, int], *, flip: bool = True, chunk: int = 1024,
+                  height: float | None = None) -> np.ndarray:
+    """2D pixels in ``spec.input_layout`` -> (T, J_out, 3) root-relative camera-axes 3D in metres
+    (a lifter whose output is in units of height needs the subject's ``height``)."""
     from inference.layouts import get_layout
 
     layout = get_layout(spec.input_layout)
-    inputs = prepare_input(keypoints, confidence, video_size, spec.in_features)
-    return run_lifter(model, inputs, flip=flip, input_flip=layout.flip_index,
-                      output_flip=mirror_permutation(spec.output_names),
-                      root_index=spec.root_index, chunk=chunk)
+    if spec.normalisation == "person_window":
+        if spec.input_root_index is None:
+            raise ValueError(f"lifter {spec.name}: person_window normalisation needs input_root_index")
+        rel = run_window_lifter(model, keypoints, confidence, video_size,
+                                input_root_index=spec.input_root_index, flip=flip,
+                                input_flip=layout.flip_index,
+                                output_flip=mirror_permutation(spec.output_names),
+                                root_index=spec.root_index, chunk=chunk)
+    else:
+        inputs = prepare_input(keypoints, confidence, video_size, spec.in_features)
+        rel = run_lifter(model, inputs, flip=flip, input_flip=layout.flip_index,
+                         output_flip=mirror_permutation(spec.output_names),
+                         root_index=spec.root_index, chunk=chunk)
+    if spec.output_units == "height":
+        if height is None:
+            raise ValueError(f"lifter {spec.name} predicts in units of body height: give the height")
+        rel = rel * np.float32(height)
+    elif spec.output_units != "m":
+        raise ValueError(f"lifter {spec.name}: unknown output units {spec.output_units!r}")
+    return rel

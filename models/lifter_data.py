@@ -26,10 +26,13 @@ a height in [1.5, 1.95] m and scales, which is exact for the built-in model (eve
 is a fraction of height) and an approximation for the mocap skeletons.
 
 Camera frame of the 3D targets: x right, y down, z forward (OpenCV / VideoPose3D), root
-(mid-hip, the built-in model's ``Hip`` marker) at the origin, metres. Input 2D: HALPE-26 in
-screen coordinates normalised as VideoPose3D does (``x / w * 2 - 1``, ``y / w * 2 - h / w``),
-plus a confidence channel; a dropped joint is filled over time as inference fills it
-(:func:`models.lift_infer.fill_missing`) with confidence 0.
+(mid-hip, the built-in model's ``Hip`` marker) at the origin, in metres or (``output_units =
+"height"``, kinevid's lifter) in units of the subject's height. Input 2D: HALPE-26 plus a
+confidence channel, normalised as :mod:`models.lifter_input` defines (``screen_width``:
+VideoPose3D's ``x / w * 2 - 1``, ``y / w * 2 - h / w``; ``person_window``: each window
+centred on its centre frame's mid-hip and divided by its 2D size, plus a context row); a
+dropped joint is filled over time as inference fills it (:func:`models.lift_infer.fill_missing`)
+with confidence 0.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import lifter_input
 from opensim_bridge.builtin_model import KEYPOINT_MARKERS
 from opensim_bridge.errors import InputError
 
@@ -60,6 +64,7 @@ INPUT_NAMES: tuple[str, ...] = (
 # How each HALPE-26 keypoint is made from the built-in model's markers. All are the marker of
 # the same name except HALPE "Neck", which is the mid-shoulder point (the built-in "Neck"
 # marker is the cervicale, higher up), so it is the mean of the two shoulder joint centres.
+INPUT_ROOT_INDEX = INPUT_NAMES.index("Hip")
 INPUT_FROM_MARKERS: dict[str, dict[str, float]] = {
     n: ({"RShoulder": 0.5, "LShoulder": 0.5} if n == "Neck" else {n: 1.0}) for n in INPUT_NAMES}
 
@@ -768,10 +773,7 @@ def add_noise(rng, uv: np.ndarray, spec: NoiseSpec, sigma: np.ndarray | None = N
 
 def normalize_screen(uv: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
     """VideoPose3D screen normalisation: x / w * 2 - 1, y / w * 2 - h / w (w, h per batch)."""
-    shp = (uv.shape[0],) + (1,) * (uv.ndim - 2)
-    w = w.reshape(shp)
-    h = h.reshape(shp)
-    return np.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / w * 2 - h / w], axis=-1)
+    return lifter_input.screen_width(uv, w, h)
 
 
 def fill_missing(xy: np.ndarray) -> np.ndarray:
@@ -834,12 +836,18 @@ def _fill_never(out: np.ndarray, never: np.ndarray) -> np.ndarray:
     return out
 
 
-def model_input(uv: np.ndarray, conf: np.ndarray, w, h) -> np.ndarray:
-    """(B, T, 26, 3) float32 network input; NaN (dropped) joints are filled over time as
-    inference does (:func:`fill_missing`) and get confidence 0."""
+def model_input(uv: np.ndarray, conf: np.ndarray, w, h,
+                normalisation: str = lifter_input.SCREEN_WIDTH) -> np.ndarray:
+    """(B, T, 26 (+1), 3) float32 network input; NaN (dropped) joints are filled over time as
+    inference does (:func:`fill_missing`) and get confidence 0. ``normalisation``: see
+    :mod:`models.lifter_input` (``person_window`` adds the context row)."""
     bad = ~np.isfinite(uv).all(axis=-1)
-    xy = normalize_screen(fill_missing(uv), np.asarray(w, float), np.asarray(h, float))
+    filled = fill_missing(uv)
     c = np.where(bad, 0.0, conf)
+    if normalisation == lifter_input.PERSON_WINDOW:
+        return lifter_input.person_window(filled, c, w, h, INPUT_ROOT_INDEX)
+    lifter_input.extra_rows(normalisation)      # raises on an unknown name
+    xy = normalize_screen(filled, np.asarray(w, float), np.asarray(h, float))
     return np.concatenate([xy, c[..., None]], axis=-1).astype(np.float32)
 
 
@@ -849,7 +857,8 @@ class PairSampler:
 
     def __init__(self, clips: list[Clip], window: int, seed: int = 0,
                  fps_range=(25.0, 60.0), speed_range=(0.8, 1.25),
-                 height_range=(1.5, 1.95), sigma_range=(0.0, 0.04), mirror: bool = True):
+                 height_range=(1.5, 1.95), sigma_range=(0.0, 0.04), mirror: bool = True,
+                 normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m"):
         if not clips:
             raise ValueError("no clips to sample from")
         self.clips = clips
@@ -858,6 +867,7 @@ class PairSampler:
         self.fps_range, self.speed_range = fps_range, speed_range
         self.height_range, self.sigma_range = height_range, sigma_range
         self.mirror = mirror
+        self.normalisation, self.output_units = normalisation, output_units
         # weight clips by duration, capped, so long styled-walk takes do not dominate
         dur = np.array([c.frames / c.fps for c in clips])
         wgt = np.minimum(dur, 20.0)
@@ -905,7 +915,9 @@ class PairSampler:
             k = B if n == 0 else max(16, int(1.5 * (B - n)))
             world, H = self.windows(k, fps, speed)
             x, y, ok = make_pairs(self.rng, world, H, sigma=sigma, spec=spec,
-                                  sigma_range=self.sigma_range, return_valid=True)
+                                  sigma_range=self.sigma_range, return_valid=True,
+                                  normalisation=self.normalisation,
+                                  output_units=self.output_units)
             xs.append(x[ok])
             ys.append(y[ok])
             n += int(ok.sum())
@@ -913,10 +925,14 @@ class PairSampler:
 
 
 def make_pairs(rng, world: np.ndarray, H: np.ndarray, sigma=None, spec=None,
-               sigma_range=(0.0, 0.04), cams: Cameras | None = None, return_valid: bool = False):
+               sigma_range=(0.0, 0.04), cams: Cameras | None = None, return_valid: bool = False,
+               normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m",
+               return_2d: bool = False):
     """Project world windows through random cameras and add noise: (inputs, centre targets)
     (and, with ``return_valid``, a (B,) mask of windows fully in front of the camera, at least
-    0.5 m away, and within one image size of the image)."""
+    0.5 m away, and within one image size of the image; with ``return_2d``, last, the noisy
+    pixels (B, T, 26, 2) with NaN where dropped and the confidences (B, T, 26)).
+    ``output_units``: "m", or "height" (targets divided by each subject's height ``H``)."""
     B, T = world.shape[:2]
     c = T // 2
     if cams is None:
@@ -928,11 +944,16 @@ def make_pairs(rng, world: np.ndarray, H: np.ndarray, sigma=None, spec=None,
     spec = spec or NoiseSpec()
     sig = rng.uniform(*sigma_range, B) if sigma is None else np.full(B, float(sigma))
     uv_n, conf = add_noise(rng, uv, spec, sig)
-    x = model_input(uv_n, conf, cams.w, cams.h)
+    x = model_input(uv_n, conf, cams.w, cams.h, normalisation)
+    if output_units == "height":
+        target = target / np.asarray(H, float)[:, None, None]
+    elif output_units != "m":
+        raise ValueError(f"output_units must be 'm' or 'height', got {output_units!r}")
+    extra = ((uv_n, conf),) if return_2d else ()
     if not return_valid:
-        return x, target.astype(np.float32)
+        return (x, target.astype(np.float32)) + extra
     w, h = cams.w[:, None, None], cams.h[:, None, None]
     valid = ((Xh[..., 2] > 0.5).all(axis=(1, 2))
              & ((uv[..., 0] > -w) & (uv[..., 0] < 2 * w)).all(axis=(1, 2))
              & ((uv[..., 1] > -h) & (uv[..., 1] < 2 * h)).all(axis=(1, 2)))
-    return x, target.astype(np.float32), valid
+    return (x, target.astype(np.float32), valid) + extra

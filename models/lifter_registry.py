@@ -93,9 +93,10 @@ class LifterSpec:
     causal: bool = False
     dense: bool = False
     in_features: int = 2                 # 2: x, y; 3: x, y, confidence
-    normalisation: str = "screen_width"  # x/w*2-1, y/w*2-h/w (VideoPose3D)
+    normalisation: str = "screen_width"  # x/w*2-1, y/w*2-h/w (VideoPose3D); see models.lifter_input
     root_index: int = 0                  # output joint the 3D is relative to (pelvis)
-    output_units: str = "m"
+    input_root_index: int | None = None  # input joint the person_window normalisation centres on
+    output_units: str = "m"              # "m", or "height": multiply by the subject's height
     url: str | None = None
     sha256: str | None = None            # full hash when known; None: download needs trust
     sha256_prefix: str | None = None     # (kept for models.checkpoints.fetch)
@@ -231,7 +232,10 @@ def build_lifter(spec: LifterSpec, *, dropout: float = 0.25):
     from inference.layouts import get_layout
     from models.tcn import TemporalModel
 
-    return TemporalModel(get_layout(spec.input_layout).n, spec.in_features, len(spec.output_names),
+    from models.lifter_input import extra_rows
+
+    n_in = get_layout(spec.input_layout).n + extra_rows(spec.normalisation)
+    return TemporalModel(n_in, spec.in_features, len(spec.output_names),
                          spec.filter_widths, causal=spec.causal, dropout=dropout,
                          channels=spec.channels, dense=spec.dense)
 
@@ -245,9 +249,18 @@ def _apply_meta(spec: LifterSpec, meta: Mapping, path) -> LifterSpec:
     if "output_names" in changes:
         changes["output_names"] = canonical_output_names(changes["output_names"])
     try:
-        return dataclasses.replace(spec, **changes)
+        out = dataclasses.replace(spec, **changes)
     except TypeError as exc:
         raise CheckpointError(f"bad 'meta' in the checkpoint: {exc}", path) from None
+    from models.lifter_input import NORMALISATIONS
+
+    if out.normalisation not in NORMALISATIONS:
+        raise CheckpointError(f"bad 'meta' in the checkpoint: unknown normalisation "
+                              f"{out.normalisation!r} (known: {', '.join(NORMALISATIONS)})", path)
+    if out.output_units not in ("m", "height"):
+        raise CheckpointError(f"bad 'meta' in the checkpoint: unknown output_units "
+                              f"{out.output_units!r} (known: m, height)", path)
+    return out
 
 
 def canonical_output_names(names) -> tuple[str, ...]:

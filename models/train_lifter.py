@@ -25,9 +25,10 @@ from models.tcn import TemporalModelOptimized1f
 # The shipped settings (the model card quotes them from the file's meta).
 DEFAULTS = {
     "seed": 20240611, "filter_widths": (3, 3, 3), "channels": 512, "dropout": 0.25,
-    "steps": 8500, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
+    "steps": 15000, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
     "opensim_weight": 5.0, "sigma_range": (0.0, 0.04), "fps_range": (25.0, 60.0),
     "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95), "bn_batches": 100,
+    "normalisation": "person_window", "output_units": "height",
 }
 
 
@@ -76,8 +77,10 @@ def recalibrate_batchnorm(model, sampler, batches: int, batch: int) -> None:
 
 def build_model(cfg: dict, optimised: bool = True):
     from models.tcn import TemporalModel
+    from models.lifter_input import extra_rows
     cls = TemporalModelOptimized1f if optimised else TemporalModel
-    return cls(len(D.INPUT_NAMES), 3, len(D.OUTPUT_MARKERS), tuple(cfg["filter_widths"]),
+    n_in = len(D.INPUT_NAMES) + extra_rows(cfg.get("normalisation", "screen_width"))
+    return cls(n_in, 3, len(D.OUTPUT_MARKERS), tuple(cfg["filter_widths"]),
                causal=False, dropout=cfg["dropout"], channels=cfg["channels"])
 
 
@@ -93,7 +96,8 @@ def train(cfg: dict, out: Path, log=print) -> dict:
     rf = model.receptive_field()
     sampler = D.PairSampler(train_clips, rf, seed=cfg["seed"], fps_range=cfg["fps_range"],
                             speed_range=cfg["speed_range"], height_range=cfg["height_range"],
-                            sigma_range=cfg["sigma_range"])
+                            sigma_range=cfg["sigma_range"], normalisation=cfg["normalisation"],
+                            output_units=cfg["output_units"])
     # OpenSim-driven clips are the built-in model itself (the output's own geometry) but only
     # a minute of motion: weight them up
     w = sampler.p * np.array([cfg["opensim_weight"] if c.source == "opensim" else 1.0
@@ -106,6 +110,8 @@ def train(cfg: dict, out: Path, log=print) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     log(f"train clips {len(train_clips)}, held-out clips {len(held)}; receptive field {rf}, "
         f"{n_params} parameters")
+    # the loss is printed in mm of a 1.75 m subject when the targets are in units of height
+    unit_m = 1.75 if cfg["output_units"] == "height" else 1.0
     model.train()
     run = 0.0
     t_data = 0.0
@@ -124,7 +130,7 @@ def train(cfg: dict, out: Path, log=print) -> dict:
         run = loss.item() if step == 0 else 0.98 * run + 0.02 * loss.item()
         if step % 200 == 0 or step == steps - 1:
             el = time.perf_counter() - t_start
-            log(f"step {step:6d}  loss {1000 * run:6.1f} mm  lr {opt.param_groups[0]['lr']:.2e}  "
+            log(f"step {step:6d}  loss {1000 * run * unit_m:6.1f} mm  lr {opt.param_groups[0]['lr']:.2e}  "
                 f"{el:7.0f} s (data {t_data:.0f} s)")
     recalibrate_batchnorm(model, sampler, cfg["bn_batches"], cfg["batch"])
     train_s = time.perf_counter() - t_start
@@ -135,9 +141,10 @@ def train(cfg: dict, out: Path, log=print) -> dict:
         "in_features": 3,
         "output_names": list(D.OUTPUT_MARKERS),
         "root_index": D.ROOT_INDEX,
-        "output_units": "m",
+        "input_root_index": D.INPUT_ROOT_INDEX,
+        "output_units": cfg["output_units"],
         "output_frame": "camera: x right, y down, z forward; root-relative (root = Hip, mid-hip)",
-        "normalisation": "screen_width",
+        "normalisation": cfg["normalisation"],
         "missing_2d": "linear in time between samples (held at ends), confidence 0",
         "filter_widths": list(cfg["filter_widths"]),
         "channels": int(cfg["channels"]),
@@ -170,9 +177,13 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, default=DEFAULTS["channels"])
     ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dropout", type=float, default=DEFAULTS["dropout"])
+    ap.add_argument("--normalisation", default=DEFAULTS["normalisation"],
+                    choices=("screen_width", "person_window"))
     a = ap.parse_args(argv)
     cfg = dict(DEFAULTS, steps=a.steps, batch=a.batch, channels=a.channels, seed=a.seed,
-               threads=a.threads)
+               threads=a.threads, dropout=a.dropout, normalisation=a.normalisation,
+               output_units="height" if a.normalisation == "person_window" else "m")
     train(cfg, a.out, log=lambda s: print(s, flush=True))
     return 0
 

@@ -136,3 +136,71 @@ def test_floor_fallback_without_contacts_spread():
     fl = fit_floor(names, pts, 1.8)
     assert fl.method == "body-vertical fallback"
     assert fl.normal @ np.array([0, -1.0, 0]) > 0.99
+
+
+@pytest.mark.parametrize("yaw_deg", [25.0, -60.0])
+def test_world_x_follows_the_walk_not_the_camera(yaw_deg):
+    """The walk runs along the lab's X; a camera seeing it obliquely must not turn the world:
+    with heading auto the world X is the direction of travel (a gait lab's convention), with
+    'facing' the pelvis' forward direction, with 'camera' the camera's x axis on the floor."""
+    hips = {"right_hip": ("R.ASIS",), "left_hip": ("L.ASIS",)}
+    s = read_trc(WALK).to_metres()
+    names = list(MARKERS) + list(hips)
+    table = {**MARKERS, **hips}
+    lab = np.stack([np.mean([s[m] for m in table[n]], axis=0) for n in names], axis=1)
+    keep = np.isfinite(lab).all(axis=(1, 2))
+    # the trial's pelvis stays near x = 0.55 m (a treadmill-like capture volume): move it
+    # along the lab's X at 1.2 m/s, as the same gait over ground
+    lab = lab[keep] + np.outer(1.2 * s.time[keep], [1.0, 0.0, 0.0])[:, None, :]
+    centre = lab[:, 0].mean(axis=0)
+    a = math.radians(yaw_deg)
+    # the camera looks at the walkway's middle from 5 m, its view turned by yaw from the side
+    position = centre + 5.0 * np.array([math.sin(a), 0.0, math.cos(a)])
+    position[1] = 1.3
+    R = _camera(8.0, 0.0, position, centre)
+    cam = (lab - position) @ R.T
+    K = intrinsics_for((1920, 1080), fov_deg=65.0)
+    uv = _project(cam, K.focal_px, K.cx, K.cy)
+    rel = cam - cam[:, :1]
+    conf = np.ones(uv.shape[:2])
+
+    def angle_to_lab_x(wt):
+        travel = wt.root[-1] - wt.root[0]
+        return math.degrees(math.atan2(travel[2], travel[0]))
+
+    auto = to_world(names, rel, uv, conf, K, stature=1.80, scale=1.0)
+    assert auto.heading == "travel" and auto.summary()["heading"] == "travel"
+    assert abs(angle_to_lab_x(auto)) < 2.0      # the pelvis sways sideways by +-3 cm
+    facing = to_world(names, rel, uv, conf, K, stature=1.80, scale=1.0, heading="facing")
+    assert abs(angle_to_lab_x(facing)) < 10.0
+    # the lab's right (+Z) is the world's right: a right-handed frame, not a mirrored one
+    r = names.index("right_hip")
+    l_ = names.index("left_hip")
+    assert np.median(auto.points[:, r, 2] - auto.points[:, l_, 2]) > 0.1
+    camera = to_world(names, rel, uv, conf, K, stature=1.80, scale=1.0, heading="camera")
+    assert camera.heading == "camera"
+    assert abs(abs(angle_to_lab_x(camera)) - abs(yaw_deg)) < 2.0
+    with pytest.raises(ValueError, match="heading"):
+        to_world(names, rel, uv, conf, K, stature=1.80, scale=1.0, heading="north")
+
+
+def test_standing_still_keeps_the_facing_direction():
+    names, lab = _walk(STATIC)
+    hips = {"right_hip": ("R.ASIS",), "left_hip": ("L.ASIS",)}
+    s = read_trc(STATIC).to_metres()
+    extra = np.stack([np.mean([s[m] for m in hips[n]], axis=0) for n in hips], axis=1)
+    keep = np.isfinite(extra).all(axis=(1, 2))
+    lab = np.concatenate([lab, extra[keep][: len(lab)]], axis=1)
+    names = names + list(hips)
+    centre = lab[:, 0].mean(axis=0)
+    position = centre + np.array([3.0, 1.3 - centre[1], 3.0])   # 45 deg off the subject's side
+    R = _camera(8.0, 0.0, position, centre)
+    cam = (lab - position) @ R.T
+    K = intrinsics_for((1920, 1080), fov_deg=65.0)
+    uv = _project(cam, K.focal_px, K.cx, K.cy)
+    wt = to_world(names, cam - cam[:, :1], uv, np.ones(uv.shape[:2]), K, stature=1.80, scale=1.0)
+    assert wt.heading == "facing"
+    # facing the lab's +X: the right hip is at +Z, and the hips' line is across X
+    r, l_ = names.index("right_hip"), names.index("left_hip")
+    d = np.median(wt.points[:, r] - wt.points[:, l_], axis=0)
+    assert d[2] > 0.15 and abs(d[0]) < 0.05

@@ -21,7 +21,7 @@ def run_lift_command(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # the licence was printed above; trust pins are reported
         result = run_lift(args.pose2d, args.output, lifter=args.lifter, height=args.height,
                           focal_px=args.focal_px, fov_deg=args.fov, subject=args.subject,
-                          trust=args.trust, flip=not args.no_flip)
+                          trust=args.trust, flip=not args.no_flip, heading=args.heading)
     s = result.trajectory.summary()
     conf = result.markers.confidence
     print(f"lifted person {result.subject}: {len(result.series)} frames with {result.spec.name} "
@@ -58,5 +58,9 @@ def add_lift_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true",
                    help="accept downloaded weights whose sha256 is not on record (pins it)")
     p.add_argument("--no-flip", action="store_true", help="skip test-time flip augmentation")
+    p.add_argument("--heading", default="auto", choices=("auto", "travel", "facing", "camera"),
+                   help="world X axis: direction of travel, direction faced, or the camera's x "
+                        "axis on the floor (default auto: travel when the subject walks "
+                        "somewhere, else facing)")
     p.set_defaults(func=run_lift_command)
     return p
