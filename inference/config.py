@@ -94,6 +94,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "fov_deg": Setting(None, (int, float), "camera field of view across the longer side, deg",
                            optional=True, minimum=1.0, maximum=179.0),
         "flip": Setting(True, bool, "test-time flip augmentation of the lifter"),
+        "reproject": Setting(1.0, (int, float), "move each lifted keypoint, at its lifted depth, "
+                             "onto the camera ray of its 2D detection by this weight x its 2D "
+                             "confidence (0: keep the lifter's x/y)", minimum=0.0, maximum=1.0),
         "heading": Setting("auto", str, "world X axis: auto (direction of travel when the subject "
                            "walks somewhere, else the direction they face), travel, facing, or "
                            "camera (the camera's x axis)", choices=("auto", "travel", "facing",

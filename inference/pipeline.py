@@ -708,7 +708,8 @@ class Pipeline:
                              else c["lifter"], height=self.cfg["subject"]["height"],
                              focal_px=c["focal_px"], fov_deg=c["fov_deg"],
                              subject=self.cfg["pose2d"]["person"], trust=c["trust"],
-                             flip=c["flip"], heading=c["heading"])
+                             flip=c["flip"], heading=c["heading"],
+                             reproject=float(c["reproject"]))
         self.stream.write(f"lift: {len(pose)}/{len(pose)} frames (100%)\n")
         files = write_lift_outputs(result, self.out)
         # the TRC under the product's name: the lift module calls it keypoints3d.trc

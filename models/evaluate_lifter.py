@@ -138,7 +138,8 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
 
     The lifted root-relative pose (every frame, ends padded), the noisy 2D, the true focal
     length and the subject's height go through :func:`inference.trajectory.estimate_scale`
-    and :func:`inference.trajectory.solve_root_camera`; the result is compared with the true
+    (only for a lifter in metres; one in units of height is used as scaled) and
+    :func:`inference.trajectory.solve_root_camera`; the result is compared with the true
     camera-frame root, frame by frame, without any alignment. Camera: 6 m from the clip's mean
     root, 1.2 m high, random azimuth, 60 deg horizontal FOV, 1920x1080.
     """
@@ -174,7 +175,8 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
             j = D.OUTPUT_MARKERS.index(n)
             kp[:, j], kc[:, j] = px[:, i], conf[:, i]
     names = [canonical_name(m) for m in D.OUTPUT_MARKERS]
-    scale = estimate_scale(names, pose, height, kc)
+    # as inference does: a lifter in units of height is already at the subject's scale
+    scale = 1.0 if io["output_units"] == "height" else estimate_scale(names, pose, height, kc)
     K = Intrinsics(f, 960.0, 540.0, 1920, 1080, "true")
     root = solve_root_camera(pose * scale, kp, kc, K)
     _, Xc = D.project(world_all[:, window // 2][:, None, D.ROOT_INDEX], cams)
@@ -218,7 +220,7 @@ def main(argv=None) -> int:
           f"{len(held)} held-out clips: {', '.join(sorted({c.group for c in held}))}")
     report(evaluate(model, held, stride=a.stride, spec=lifter))
     print("\nroot trajectory (camera frame, no alignment; 1.5% noise; inference.trajectory "
-          "estimate_scale + solve_root_camera, true focal length and height)")
+          "solve_root_camera with the lifted pose as scaled by the true height, true focal length)")
     walks = [c for c in held if c.name.endswith(":m") and ("Gait2354" in c.name
                                                             or "walking4" in c.name)]
     walks += [c for c in held if c.group == "cmu:35"]

@@ -139,9 +139,10 @@ def synthetic_pose2d(keypoints, noise_px=2.5, seed=0, **camera):
 
 
 # --------------------------------------------------------------------------- tests
-@pytest.mark.xfail(strict=True, reason="issue 7 target not reached yet: the shipped lifter "
-                   "(81.7 mm held-out MPJPE) leaves knee flexion at 11-13 deg RMSE against the "
-                   "6 deg limit; hip and ankle are at 3.3-6.2 deg")
+@pytest.mark.xfail(strict=True, reason="issue 7 target not reached yet: with the shipped "
+                   "lifter (71.7 mm held-out MPJPE) and back-projection onto the 2D, right knee "
+                   "flexion is at 6.2 deg RMSE against the 6 deg limit (left knee 4.0, hips "
+                   "2.5-3.4, ankles 4.0-5.0)")
 def test_synthetic_end_to_end_recovers_the_source_joint_angles(tmp_path):
     require_lifter()
     from inference.cli import main

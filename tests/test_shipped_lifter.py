@@ -40,15 +40,18 @@ def test_file_exists_and_is_small():
 
 
 def test_loads_strictly_into_the_model_class():
+    from models.lifter_input import extra_rows
     from models.tcn import TemporalModel, TemporalModelOptimized1f
     obj = _meta()
     meta, sd = obj["meta"], obj["model_pos"]
+    # the person-window input adds its context row after the HALPE-26 keypoints
+    n_in = len(meta["input_names"]) + extra_rows(meta["normalisation"])
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
     for cls in (TemporalModel, TemporalModelOptimized1f):
-        m = cls(len(meta["input_names"]), meta["in_features"], len(meta["output_names"]),
+        m = cls(n_in, meta["in_features"], len(meta["output_names"]),
                 meta["filter_widths"], causal=meta["causal"], dropout=0.0,
                 channels=meta["channels"], dense=meta["dense"]) if cls is TemporalModel else \
-            cls(len(meta["input_names"]), meta["in_features"], len(meta["output_names"]),
+            cls(n_in, meta["in_features"], len(meta["output_names"]),
                 meta["filter_widths"], causal=meta["causal"], dropout=0.0,
                 channels=meta["channels"])
         m.load_state_dict(sd, strict=True)
@@ -60,6 +63,8 @@ def test_loads_strictly_into_the_model_class():
     model, spec = load_lifter(WEIGHTS, quiet=True)
     assert model.receptive_field() == int(np.prod(meta["filter_widths"]))
     assert spec.input_layout == "halpe26" and spec.in_features == 3
+    assert spec.normalisation == "person_window" and spec.output_units == "height"
+    assert spec.input_root_index == D.INPUT_ROOT_INDEX
 
 
 def test_metadata_matches_the_model_card():
@@ -92,10 +97,10 @@ def test_held_out_accuracy(tmp_path):
     measured = float(card["measured.quick_mpjpe_mm"])
     bound = measured + 10.0
     torch.set_num_threads(2)
-    model, _ = load(WEIGHTS)
+    model, spec = load(WEIGHTS)
     clips = D.build_clips(DATA, tmp_path, include_cmu=False, log=lambda s: None)
     _, held = D.split_clips(clips)
-    res = evaluate(model, held, stride=10,
+    res = evaluate(model, held, stride=10, spec=spec,
                    levels=(("1.5%", D.NoiseSpec(sigma=0.015)),))["1.5%"]
     mpjpe = float(res["mpjpe"].mean())
     assert mpjpe < bound, f"held-out MPJPE {mpjpe:.1f} mm (card: {measured:.1f} mm)"

@@ -204,3 +204,31 @@ def test_standing_still_keeps_the_facing_direction():
     r, l_ = names.index("right_hip"), names.index("left_hip")
     d = np.median(wt.points[:, r] - wt.points[:, l_], axis=0)
     assert d[2] > 0.15 and abs(d[0]) < 0.05
+
+
+def test_reprojection_moves_points_onto_their_rays_at_their_depth():
+    from inference.trajectory import reproject_to_2d
+
+    K = intrinsics_for((1920, 1080), focal_px=1500.0)
+    rng = np.random.default_rng(8)
+    truth = rng.uniform([-0.5, -0.8, 4.0], [0.5, 0.8, 6.0], (10, 5, 3))
+    uv = _project(truth, K.focal_px, K.cx, K.cy)
+    lifted = truth + np.concatenate([rng.normal(0, 0.05, (10, 5, 2)), np.zeros((10, 5, 1))], -1)
+    conf = np.ones((10, 5))
+    names = ["right_knee", "right_ankle", "right_heel", "right_big_toe", "nose"]
+    full = reproject_to_2d(lifted, uv, conf, K, 1.0)
+    np.testing.assert_allclose(full, truth, atol=1e-9)          # same depth, exact rays
+    half = reproject_to_2d(lifted, uv, 0.5 * conf, K, 1.0)
+    np.testing.assert_allclose(half, 0.5 * (lifted + truth), atol=1e-9)
+    assert np.array_equal(reproject_to_2d(lifted, uv, conf, K, 0.0), lifted)
+    # an unseen keypoint keeps the lifter's position
+    uv_gap = uv.copy()
+    uv_gap[3, 4] = np.nan
+    np.testing.assert_allclose(reproject_to_2d(lifted, uv_gap, conf, K, 1.0)[3, 4], lifted[3, 4])
+    # heel and toe keep the foot's lifted shape: they move with the ankle
+    moved = reproject_to_2d(lifted, uv, conf, K, 1.0, names)
+    np.testing.assert_allclose(moved[:, 2] - lifted[:, 2], moved[:, 1] - lifted[:, 1], atol=1e-12)
+    np.testing.assert_allclose(moved[:, 3] - lifted[:, 3], moved[:, 1] - lifted[:, 1], atol=1e-12)
+    np.testing.assert_allclose(moved[:, [0, 1, 4]], truth[:, [0, 1, 4]], atol=1e-9)
+    with pytest.raises(ValueError, match="reproject"):
+        reproject_to_2d(lifted, uv, conf, K, 1.5)

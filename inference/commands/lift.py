@@ -21,7 +21,8 @@ def run_lift_command(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # the licence was printed above; trust pins are reported
         result = run_lift(args.pose2d, args.output, lifter=args.lifter, height=args.height,
                           focal_px=args.focal_px, fov_deg=args.fov, subject=args.subject,
-                          trust=args.trust, flip=not args.no_flip, heading=args.heading)
+                          trust=args.trust, flip=not args.no_flip, heading=args.heading,
+                          reproject=args.reproject)
     s = result.trajectory.summary()
     conf = result.markers.confidence
     print(f"lifted person {result.subject}: {len(result.series)} frames with {result.spec.name} "
@@ -58,6 +59,10 @@ def add_lift_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true",
                    help="accept downloaded weights whose sha256 is not on record (pins it)")
     p.add_argument("--no-flip", action="store_true", help="skip test-time flip augmentation")
+    p.add_argument("--reproject", type=float, default=1.0,
+                   help="0-1: move each lifted keypoint, at its depth, onto the camera ray of its "
+                        "2D detection, weighted by its confidence (default 1; 0 keeps the lifter's "
+                        "x/y)")
     p.add_argument("--heading", default="auto", choices=("auto", "travel", "facing", "camera"),
                    help="world X axis: direction of travel, direction faced, or the camera's x "
                         "axis on the floor (default auto: travel when the subject walks "
