@@ -72,11 +72,24 @@ class ContactSettings:
     #: Band above its minimum within which the lowest foot point counts as on the ground when
     #: the ground's velocity (treadmill belt) is estimated.
     ground_band_m: float = 0.01
+    #: Support fallback (:func:`fill_supported_gaps`): a stretch without any detected contact
+    #: that lasts at least ``support_min_s`` while the estimated vertical force carries at least
+    #: ``support_fraction`` of body weight is not flight: the body is standing on something.
+    #: The lower foot (or both, when within ``support_level_m`` of each other) takes it. Longer
+    #: than a running flight (0.1-0.15 s) so a sprint's flights, which the force filter smears,
+    #: stay flights; a jump's flight is free fall and carries no force. 0 turns it off.
+    support_fraction: float = 0.5
+    support_min_s: float = 0.2
+    support_level_m: float = 0.02
+    #: Below this progression speed (m/s) the motion is walking, standing or balancing, which
+    #: have no flight at all: a supported stretch of any length is a missed contact.
+    support_walk_speed: float = 2.0
 
     def __post_init__(self):
         for name in ("height_enter_m", "height_exit_m", "speed_enter_fraction",
                      "speed_exit_fraction", "min_contact_s", "min_gap_s", "lowpass_hz",
-                     "floor_window_s", "ground_band_m"):
+                     "floor_window_s", "ground_band_m", "support_fraction", "support_min_s",
+                     "support_level_m", "support_walk_speed"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"ContactSettings.{name} must be a finite number >= 0, "
@@ -227,16 +240,62 @@ def detect_contacts(time, feet: dict[str, np.ndarray], com, settings: ContactSet
         contact[s] = _clean(pc.any(axis=1), time, settings.min_contact_s, settings.min_gap_s)
         point_contact[s] &= contact[s][:, None]
 
-    intervals = []
-    for s in SIDES:
-        for a, b in _runs(contact[s]):
-            intervals.append(ContactInterval(s, a, b, float(time[a]), float(time[b]),
-                                             a > 0, b < n - 1))
-    intervals.sort(key=lambda iv: (iv.start, iv.side))
+    intervals = _intervals(contact, time)
     return ContactResult(time=time, contact=contact, point_contact=point_contact,
                          intervals=intervals, events=gait_events(intervals, time),
                          ground_velocity=ground_v, progression_speed=progression,
                          speed_thresholds=(v_enter, v_exit), heights=heights, speeds=speeds)
+
+
+def _intervals(contact: dict[str, np.ndarray], time: np.ndarray) -> list[ContactInterval]:
+    n = time.size
+    out = [ContactInterval(s, a, b, float(time[a]), float(time[b]), a > 0, b < n - 1)
+           for s in SIDES for a, b in _runs(contact[s])]
+    out.sort(key=lambda iv: (iv.start, iv.side))
+    return out
+
+
+def fill_supported_gaps(result: ContactResult, vertical_force, body_weight: float,
+                        settings: ContactSettings | None = None,
+                        feet: dict[str, np.ndarray] | None = None) -> tuple[ContactResult, int]:
+    """(result with supported no-contact stretches given to a foot, frames filled).
+
+    Video kinematics can leave a standing or balancing foot too jittery to count as "slow", so
+    long stretches come out as flight while the centre of mass says the body is carried
+    (``vertical_force`` (n,) N, the estimated total). See the ``support_*`` fields of
+    :class:`ContactSettings` for the rule; the lower foot is judged by the mean over the
+    stretch of its lower point's height: from ``feet`` (side -> (n, 2, 3) ground positions, Y
+    up) when given, else above the point's own floor (which cannot tell a foot held up for a
+    second from one standing)."""
+    settings = settings or ContactSettings()
+    if settings.support_fraction <= 0:
+        return result, 0
+    time = result.time
+    fz = np.asarray(vertical_force, dtype=float)
+    dt = _dt(time)
+    contact = {s: result.contact[s].copy() for s in SIDES}
+    point = {s: result.point_contact[s].copy() for s in SIDES}
+    filled = 0
+    min_s = settings.support_min_s if result.progression_speed >= settings.support_walk_speed else 0.0
+    for a, b in _runs(~(contact["r"] | contact["l"])):
+        if (b - a + 1) * dt < min_s:
+            continue
+        if np.median(fz[a:b + 1]) < settings.support_fraction * body_weight:
+            continue                                   # a real flight: free fall
+        h = {s: (np.asarray(feet[s], dtype=float)[a:b + 1, :, 1] if feet is not None
+                 else result.heights[s][a:b + 1]) for s in SIDES}
+        low = {s: h[s].min(axis=1).mean() for s in SIDES}
+        best = min(low, key=low.get)
+        for s in SIDES:
+            if s == best or low[s] - low[best] <= settings.support_level_m:
+                contact[s][a:b + 1] = True
+                point[s][a:b + 1, int(np.argmin(h[s].mean(axis=0)))] = True
+        filled += b - a + 1
+    if not filled:
+        return result, 0
+    intervals = _intervals(contact, time)
+    return dataclasses.replace(result, contact=contact, point_contact=point, intervals=intervals,
+                               events=gait_events(intervals, time)), filled
 
 
 def gait_events(intervals: list[ContactInterval], time) -> list[Event]:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .contact import SIDES, ContactResult, ContactSettings, detect_contacts
+from .contact import SIDES, ContactResult, ContactSettings, detect_contacts, fill_supported_gaps
 from .errors import InputError, ModelError
 from .filters import butter_lowpass
 from .osim_model import load_model
@@ -458,6 +458,11 @@ def estimate_grf(model, motion, *, lowpass_hz: float = 6.0,
 
     result = detect_contacts(t, points, com, contact, source=src)
     notes = []
+    result, filled = fill_supported_gaps(result, total[:, 1], mass * G, contact, points)
+    if filled:
+        notes.append(f"{src}: {filled} frame(s) without a detected foot contact carry at least "
+                     f"{100 * contact.support_fraction:.0f}% body weight: given to the lower "
+                     "foot (support fallback; a foot too jittery to count as still)")
     if not any(result.contact[s].any() for s in SIDES):
         raise InputError("no foot contact detected in the motion (feet never low and slow "
                          "enough; see ContactSettings): cannot place the ground forces", src)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import data_path
@@ -248,7 +250,8 @@ def test_cutoff_above_nyquist_is_an_error():
 
 def test_no_contact_detected_is_an_error():
     model, motion, _ = gait_files()
-    never = ContactSettings(height_enter_m=0.0, height_exit_m=0.0)  # no point is ever that low
+    # no point is ever that low, and the support fallback is off
+    never = ContactSettings(height_enter_m=0.0, height_exit_m=0.0, support_fraction=0.0)
     with pytest.raises(InputError, match="no foot contact"):
         estimate_grf(model, motion, contact=never)
 
@@ -259,3 +262,60 @@ def test_bad_settings_are_rejected():
     model, motion, _ = gait_files()
     with pytest.raises(ValueError, match="transition"):
         estimate_grf(model, motion, transition="linear")
+
+
+def _jittery_stance(raise_left_m=0.0, seconds=2.0, rate=60.0, wobble_m=0.04, seed=0):
+    """Feet standing still but tracked with video-like wobble: a 3 Hz horizontal swing of a
+    few centimetres (0.75 m/s peak, too fast to count as still) plus jitter."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, seconds, 1 / rate)
+    feet = {}
+    for k, (side, z) in enumerate((("r", 0.1), ("l", -0.1))):
+        base = np.array([[0.0, 0.02, z], [0.2, 0.02, z]])
+        if side == "l":
+            base[:, 1] += raise_left_m
+        swing = wobble_m * np.sin(2 * np.pi * 3.0 * t + k)[:, None, None] * np.array([1.0, 0, 0])
+        feet[side] = base[None] + swing + rng.normal(0, 0.003, (t.size, 2, 3))
+    com = np.tile([0.1, 1.0, 0.0], (t.size, 1))
+    return t, feet, com
+
+
+@pytest.mark.parametrize("raise_left_m,expect", [(0.0, {"r", "l"}), (0.12, {"r"})])
+def test_support_fallback_gives_a_carried_body_a_foot(raise_left_m, expect):
+    from opensim_bridge.contact import detect_contacts, fill_supported_gaps
+
+    t, feet, com = _jittery_stance(raise_left_m)
+    raw = detect_contacts(t, feet, com)
+    gaps = ~(raw.contact["r"] | raw.contact["l"])
+    assert gaps.sum() > 0.1 * t.size          # the wobble hides part of the stance
+    bw = 70 * 9.81
+    fixed, filled = fill_supported_gaps(raw, np.full(t.size, bw), bw, feet=feet)
+    assert filled == gaps.sum()
+    assert (fixed.contact["r"] | fixed.contact["l"]).all()
+    feet_used = {s for s in ("r", "l") if fixed.contact[s][gaps].any()}
+    assert feet_used == expect
+    # every contact frame has a contact point
+    for s in ("r", "l"):
+        assert (fixed.point_contact[s].any(axis=1) == fixed.contact[s]).all()
+    # free fall (no force) is a flight and stays one
+    same, none = fill_supported_gaps(raw, np.zeros(t.size), bw, feet=feet)
+    assert none == 0 and same is raw
+
+
+def test_support_fallback_keeps_short_flights_of_a_run():
+    from opensim_bridge.contact import ContactResult, ContactSettings, fill_supported_gaps
+
+    t = np.arange(0, 1, 0.01)
+    contact = {"r": (t % 0.5) < 0.2, "l": ((t + 0.25) % 0.5) < 0.2}   # 0.05 s flights
+    point = {s: np.stack([c, c], 1) for s, c in contact.items()}
+    heights = {s: np.zeros((t.size, 2)) for s in ("r", "l")}
+    raw = ContactResult(t, contact, point, [], [], np.zeros(2), 4.0, (1.0, 2.0), heights,
+                        heights)
+    bw = 700.0
+    # the force filter smears stance force into the flights: still a run's flight at 4 m/s
+    out, filled = fill_supported_gaps(raw, np.full(t.size, bw), bw, ContactSettings())
+    assert filled == 0
+    # the same pattern at walking speed cannot be flight
+    slow = dataclasses.replace(raw, progression_speed=1.2)
+    _, filled_slow = fill_supported_gaps(slow, np.full(t.size, bw), bw, ContactSettings())
+    assert filled_slow == (~(contact["r"] | contact["l"])).sum()
