@@ -296,6 +296,12 @@ def _floor_unit(v: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return v / n if n > 1e-6 else None
 
 
+def _camera_x(y: np.ndarray) -> np.ndarray:
+    """The camera's x axis on the floor (its optical axis if the camera is rolled 90 deg)."""
+    x = _floor_unit(np.array([1.0, 0.0, 0.0]), y)
+    return x if x is not None else _floor_unit(np.array([0.0, 0.0, 1.0]), y)
+
+
 def travel_direction(root_cam: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, float]:
     """(unit floor direction of net travel or None, net distance in metres): from the median
     root of the first fifth of the frames to that of the last fifth (robust to jitter)."""
@@ -330,9 +336,7 @@ def choose_heading(heading: str, floor: FloorPlane, root_cam: np.ndarray,
     if heading not in HEADINGS:
         raise ValueError(f"heading must be one of {', '.join(HEADINGS)}, got {heading!r}")
     y = floor.normal / np.linalg.norm(floor.normal)
-    camera = _floor_unit(np.array([1.0, 0.0, 0.0]), y)
-    if camera is None:  # camera x vertical (rolled 90 deg): use its optical axis
-        camera = _floor_unit(np.array([0.0, 0.0, 1.0]), y)
+    camera = _camera_x(y)
     if heading == "camera":
         return camera, "camera"
     face = facing_direction(points_cam, names, y) if points_cam is not None else None
@@ -362,9 +366,7 @@ def world_frame(floor: FloorPlane, root_cam: np.ndarray, x_axis: np.ndarray | No
     y = floor.normal / np.linalg.norm(floor.normal)
     x = None if x_axis is None else _floor_unit(np.asarray(x_axis, float), y)
     if x is None:
-        x = _floor_unit(np.array([1.0, 0.0, 0.0]), y)
-    if x is None:  # camera x vertical (rolled 90 deg): use its optical axis
-        x = _floor_unit(np.array([0.0, 0.0, 1.0]), y)
+        x = _camera_x(y)
     z = np.cross(x, y)
     R = np.stack([x, y, z])
     roots = root_cam[np.isfinite(root_cam).all(-1)]

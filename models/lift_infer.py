@@ -49,7 +49,9 @@ def normalize_screen_coordinates(xy: np.ndarray, w: float, h: float) -> np.ndarr
     xy = np.asarray(xy, dtype=np.float64)
     if xy.shape[-1] != 2:
         raise ValueError(f"expected (..., 2) coordinates, got {xy.shape}")
-    return xy / w * 2.0 - np.array([1.0, h / w])   # = lifter_input.screen_width, unbatched
+    from models.lifter_input import screen_width
+
+    return screen_width(xy, w, h)
 
 
 def image_coordinates(xy: np.ndarray, w: float, h: float) -> np.ndarray:
@@ -91,22 +93,28 @@ def fill_missing(xy: np.ndarray) -> np.ndarray:
     return out
 
 
-def prepare_input(keypoints: np.ndarray, confidence: np.ndarray | None, video_size: tuple[int, int],
-                  in_features: int = 2) -> np.ndarray:
-    """(T, J, 2) px (+ (T, J) confidence) -> (T, J, in_features) float32 network input."""
+def _checked_inputs(keypoints, confidence, video_size):
+    """(filled (T, J, 2) pixels, (T, J) confidences with 0 where missing, w, h), validated."""
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.ndim != 3 or kp.shape[-1] != 2:
         raise ValueError(f"expected (T, J, 2) keypoints, got {kp.shape}")
     w, h = float(video_size[0]), float(video_size[1])
     if w <= 0 or h <= 0:
         raise ValueError(f"bad video size {video_size}")
-    xy = normalize_screen_coordinates(fill_missing(kp), w, h)
+    conf = np.ones(kp.shape[:2]) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    conf = np.where(np.isfinite(kp).all(axis=-1), np.nan_to_num(conf, nan=0.0), 0.0)
+    return fill_missing(kp), conf, w, h
+
+
+def prepare_input(keypoints: np.ndarray, confidence: np.ndarray | None, video_size: tuple[int, int],
+                  in_features: int = 2) -> np.ndarray:
+    """(T, J, 2) px (+ (T, J) confidence) -> (T, J, in_features) float32 network input."""
+    filled, conf, w, h = _checked_inputs(keypoints, confidence, video_size)
+    xy = normalize_screen_coordinates(filled, w, h)
     if in_features == 2:
         return xy.astype(np.float32)
     if in_features != 3:
         raise ValueError(f"in_features must be 2 or 3, got {in_features}")
-    conf = np.ones(kp.shape[:2]) if confidence is None else np.asarray(confidence, dtype=np.float64)
-    conf = np.where(np.isfinite(kp).all(axis=-1), np.nan_to_num(conf, nan=0.0), 0.0)
     return np.concatenate([xy, conf[..., None]], axis=-1).astype(np.float32)
 
 
@@ -180,19 +188,11 @@ def run_window_lifter(model, keypoints: np.ndarray, confidence: np.ndarray | Non
 
     from models.lifter_input import person_window
 
-    kp = np.asarray(keypoints, dtype=np.float64)
-    if kp.ndim != 3 or kp.shape[-1] != 2:
-        raise ValueError(f"expected (T, J, 2) keypoints, got {kp.shape}")
-    w, h = float(video_size[0]), float(video_size[1])
-    if w <= 0 or h <= 0:
-        raise ValueError(f"bad video size {video_size}")
-    n_frames, J = kp.shape[:2]
+    xy, conf, w, h = _checked_inputs(keypoints, confidence, video_size)
+    n_frames, J = xy.shape[:2]
     net = _single_frame_model(model)
     if n_frames == 0:
         return np.zeros((0, net.num_joints_out, 3), np.float32)
-    conf = np.ones(kp.shape[:2]) if confidence is None else np.asarray(confidence, dtype=np.float64)
-    conf = np.where(np.isfinite(kp).all(axis=-1), np.nan_to_num(conf, nan=0.0), 0.0)
-    xy = fill_missing(kp)
     before, after = model.sequence_padding()
     pad = lambda a: np.concatenate([np.repeat(a[:1], before, 0), a, np.repeat(a[-1:], after, 0)])
     xy_p, conf_p = pad(xy), pad(conf)

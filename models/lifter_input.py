@@ -44,9 +44,11 @@ def extra_rows(normalisation: str) -> int:
 def screen_width(xy: np.ndarray, w, h) -> np.ndarray:
     """Pixels (B, ..., 2) -> VideoPose3D screen coordinates; ``w``, ``h`` scalars or (B,)."""
     xy = np.asarray(xy, dtype=np.float64)
-    shp = (xy.shape[0],) + (1,) * (xy.ndim - 2)
-    w = np.broadcast_to(np.asarray(w, float), (xy.shape[0],)).reshape(shp)
-    h = np.broadcast_to(np.asarray(h, float), (xy.shape[0],)).reshape(shp)
+    w, h = np.asarray(w, float), np.asarray(h, float)
+    if w.ndim or h.ndim:   # one image size per batch item
+        shp = (xy.shape[0],) + (1,) * (xy.ndim - 2)
+        w = np.broadcast_to(w, (xy.shape[0],)).reshape(shp)
+        h = np.broadcast_to(h, (xy.shape[0],)).reshape(shp)
     return np.stack([xy[..., 0] / w * 2 - 1, xy[..., 1] / w * 2 - h / w], axis=-1)
 
 
