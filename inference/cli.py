@@ -63,7 +63,7 @@ def _cmd_ik(args) -> int:
     model = _resolve_model(args, out_dir)
     with ProgressBar("IK", unit="frames") as bar:
         result = run_ik(model, markers, settings, out_dir, jobs=args.jobs, start=args.start,
-                        end=args.end, progress=bar.update)
+                        end=args.end, joint_limits=args.joint_limits, progress=bar.update)
     rms = result.marker_errors.column("marker_error_RMS")
     print(f"IK: {len(result.coordinates.time)} frames in {result.wall_time:.2f} s; marker RMS error "
           f"mean {1000 * rms.mean():.1f} mm, worst frame {1000 * rms.max():.1f} mm")
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axes", help="lab-to-OpenSim axis mapping: auto (default for C3D: up axis found "
                    "from the body), none (default for TRC), or e.g. x,z,-y = OpenSim X,Y,Z from lab x, z, -y")
     p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    p.add_argument("--joint-limits", action="store_true",
+                   help="keep joint coordinates within the model's ranges (as if clamped)")
     _add_time_range(p)
     _add_subject(p)
     p.add_argument("-o", "--output", required=True, help="output folder")

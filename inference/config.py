@@ -125,6 +125,11 @@ SCHEMA: dict[str, dict[str, Setting]] = {
                             positive=True),
         "use_confidence": Setting(True, bool, "weight each marker per frame by its 3D "
                                   "confidence"),
+        "joint_limits": Setting(True, bool, "keep every joint coordinate within its range in "
+                                "the model (OpenSim's bounded solve, as with clamped "
+                                "coordinates). Without it, frames where video keypoints are "
+                                "unsure can end in impossible poses (a leg turned 180 deg at "
+                                "the hip, an ankle at 140 deg) that later frames track"),
         "weights": Setting({}, dict, "marker weight overrides: {keypoint or marker: weight}"),
         "coordinate_priors": Setting(
             {"lumbar_extension": {"weight": 0.02, "value_deg": -20.0},

@@ -830,11 +830,14 @@ class Pipeline:
         end = markers.time[seen[-1]] if ik["end"] is None else ik["end"]
         with self._bar("IK", "frames") as bar:
             res = run_ik(self.p("model_scaled.osim"), markers, settings, self.out,
-                         jobs=ik["jobs"], start=start, end=end, progress=bar.update)
+                         jobs=ik["jobs"], start=start, end=end, joint_limits=ik["joint_limits"],
+                         progress=bar.update)
         rms = res.marker_errors.column("marker_error_RMS")
         info = {"frames": len(res.coordinates.time), "markers": list(res.marker_names),
                 "time_range": [float(start), float(end)],
                 "weights": weights, "jobs": res.jobs,
+                "handoff_max_deg": round(res.handoff_max_deg, 4),
+                "joint_limits": list(res.limited),
                 "coordinate_priors": {t.name: [t.weight, t.value_type, t.value] for t in priors},
                 "marker_rms_mm": {"mean": round(1000 * float(np.nanmean(rms)), 2),
                                   "median": round(1000 * float(np.nanmedian(rms)), 2),

@@ -315,7 +315,8 @@ def _set_coordinate(coord: osim.Coordinate, name: str, default: float = 0.0) -> 
     # Not clamped (Rajagopal2016 clamps): with clamped coordinates OpenSim's IK assembler
     # switches to a bounded optimiser that stops short of the optimum (measured: up to 8 deg
     # error on pro_sup/mtp/wrist with exact synthetic markers, against 0.001 deg unclamped).
-    # The ranges stay in the model; a caller that wants them enforced can clamp.
+    # The ranges stay in the model; ``run_ik(joint_limits=True)`` (kinevid run's default for
+    # video keypoints) enforces them.
     coord.setDefaultClamped(False)
     coord.setDefaultLocked(False)
 

@@ -18,6 +18,15 @@ tracked from a neighbouring solution like every other frame. The last overlap fr
 against this side's solution of the same frame (``IKResult.handoff_max_deg``). Slow workers
 never delay the run: whatever they have not taken, this process solves.
 
+Joint limits (``joint_limits=True``, the default of ``kinevid run``). Video keypoints are at
+times wrong in ways markers never are (a leg swapped left for right, a foot the detector
+guessed); unbounded, the solver follows them into impossible poses (a hip turned 180 deg, an
+ankle at 140 deg) and then tracks from there. With limits the coordinates of every joint not
+attached to ground are clamped in the solver's state, so OpenSim solves a bounded problem
+(Simbody's L-BFGS-B). That optimiser stops by its own rule: the ``accuracy`` has little effect,
+the fit is ~1-2 mm RMS looser than the unbounded optimum and processes may disagree more at
+their hand-over on coordinates the markers barely determine; it is also about twice as fast.
+
 Missing markers (NaN) are ignored at that frame by OpenSim's solver; per-frame confidence
 (``markers.confidence``) multiplies the marker's task weight at that frame.
 """
@@ -39,7 +48,7 @@ from . import ik_pool
 from .atomic import atomic_path
 from .errors import InputError, KinevidError
 from .ik_settings import IKSettings
-from .ik_solver import WARMUP_FRAMES, FrameSolver, IKProblem, load_model
+from .ik_solver import WARMUP_FRAMES, FrameSolver, IKProblem, limited_coordinates, load_model
 from .setup_xml import add_property, object_element, set_element, write_document
 from .storage import Table, write_table
 from .timeseries import KeypointSeries
@@ -66,6 +75,7 @@ class IKResult:
     accuracy: float
     jobs: int
     handoff_max_deg: float      # largest overlap disagreement between processes (0 if serial)
+    limited: tuple[str, ...] = ()  # coordinates kept within their ranges
 
 
 def _nearest(time: np.ndarray, t: float) -> int:
@@ -254,13 +264,15 @@ class _Run:
 
 def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettings | None,
            out_dir: str | os.PathLike, *, jobs: int | None = None, start: float | None = None,
-           end: float | None = None,
+           end: float | None = None, joint_limits: bool = False,
            progress: Callable[[int, int], None] | None = None) -> IKResult:
     """Inverse kinematics of ``markers`` on the OpenSim model file ``model``.
 
     ``settings``: task weights etc. (:func:`ik_settings.load_ik_settings`); None = every marker
     common to model and data with weight 1, OpenSim's defaults otherwise. ``start``/``end``
     (seconds) override ``settings.time_range``. ``jobs``: processes (None = all cores).
+    ``joint_limits``: keep every joint coordinate within its range in the model (see
+    :func:`ik_solver.limited_coordinates`; OpenSim then solves with its bounded optimiser).
     ``progress(done, total)`` is called as frames are solved. Writes ``ik.mot``,
     ``ik_marker_errors.sto`` and ``ik_setup.xml`` (plus ``ik_markers.trc`` when the markers are
     not a TRC file on disk) into ``out_dir``, all or none.
@@ -297,7 +309,8 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
     problem = IKProblem(model_path, sel.time.copy(), tuple(names), np.ascontiguousarray(sel.data),
                         tuple(float(x) for x in w), frame_weights, coord_tasks,
                         settings.coordinate_file if settings else None,
-                        float(constraint_weight), float(accuracy))
+                        float(constraint_weight), float(accuracy),
+                        limited_coordinates(osim_model) if joint_limits else ())
 
     solver = FrameSolver(problem)
     n = len(sel)
@@ -343,9 +356,10 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
                        constraint_weight=constraint_weight, accuracy=accuracy,
                        time_range=(float(sel.time[0]), float(sel.time[-1])),
                        output_motion=files["motion"], results_dir=out,
-                       per_frame_weights=frame_weights is not None)
+                       per_frame_weights=frame_weights is not None, limited=problem.limited)
     return IKResult(coords, errors, marker_names, per_marker, files,
-                    _time.perf_counter() - t_start, accuracy, 1 + len(use), handoff)
+                    _time.perf_counter() - t_start, accuracy, 1 + len(use), handoff,
+                    problem.limited)
 
 
 def _reusable_trc(markers: KeypointSeries, sel: KeypointSeries) -> Path | None:
@@ -373,7 +387,8 @@ def _reusable_trc(markers: KeypointSeries, sel: KeypointSeries) -> Path | None:
 def write_ik_setup(path, *, model_path, marker_file, weights: dict[str, float],
                    coordinate_tasks=(), coordinate_file=None, constraint_weight=math.inf,
                    accuracy=1e-5, time_range=None, output_motion=None, results_dir=None,
-                   per_frame_weights: bool = False, name: str = "kinevid") -> Path:
+                   per_frame_weights: bool = False, limited: tuple[str, ...] = (),
+                   name: str = "kinevid") -> Path:
     """An OpenSim InverseKinematicsTool setup file with absolute paths."""
     tasks = [object_element("IKMarkerTask", n, [("apply", True), ("weight", float(w))])
              for n, w in weights.items()]
@@ -397,8 +412,14 @@ def write_ik_setup(path, *, model_path, marker_file, weights: dict[str, float],
     add_property(tool, "report_errors", True)
     add_property(tool, "output_motion_file", os.fspath(output_motion) if output_motion else "")
     add_property(tool, "report_marker_locations", False)
-    note = None
+    notes = []
     if per_frame_weights:
-        note = ("kinevid weighted markers per frame by keypoint confidence; an OpenSim setup "
-                "cannot express that, so this file reproduces the run only approximately")
+        notes.append("kinevid weighted markers per frame by keypoint confidence; an OpenSim "
+                     "setup cannot express that, so this file reproduces the run only "
+                     "approximately")
+    if limited:
+        notes.append("kinevid kept these coordinates within their ranges (as if clamped in the "
+                     "model): " + ", ".join(limited) + "; set <clamped>true</clamped> on them in "
+                     "the model to reproduce that in OpenSim")
+    note = "\n".join(notes) or None
     return write_document(tool, path, header_comment=note)

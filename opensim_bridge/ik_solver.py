@@ -43,6 +43,9 @@ class IKProblem:
     coordinate_file: str | None
     constraint_weight: float
     accuracy: float
+    #: Coordinates whose range the solver enforces (clamped in the solver's state), see
+    #: :func:`limited_coordinates`.
+    limited: tuple[str, ...] = ()
 
 
 def _model_key(path: str) -> tuple:
@@ -71,6 +74,37 @@ def load_model(path: str | os.PathLike):
     return entry
 
 
+def limited_coordinates(model) -> tuple[str, ...]:
+    """The coordinates joint limits apply to: every unlocked coordinate with a finite range,
+    except those of joints attached to ground (the free pelvis: its range says nothing about
+    anatomy) and coordinates that a constraint couples to another (their range follows)."""
+    import opensim as osim
+
+    free = set()
+    joints = model.getJointSet()
+    for i in range(joints.getSize()):
+        j = joints.get(i)
+        if j.getParentFrame().findBaseFrame().getName() == model.getGround().getName():
+            free.update(j.get_coordinates(k).getName() for k in range(j.numCoordinates()))
+    coupled = set()
+    cons = model.getConstraintSet()
+    for i in range(cons.getSize()):
+        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
+        if cc is not None:
+            coupled.add(cc.getDependentCoordinateName())
+    state = model.getWorkingState()
+    out = []
+    cs = model.getCoordinateSet()
+    for i in range(cs.getSize()):
+        c = cs.get(i)
+        lo, hi = c.getRangeMin(), c.getRangeMax()
+        if c.getName() in free or c.getName() in coupled or c.getLocked(state):
+            continue
+        if math.isfinite(lo) and math.isfinite(hi) and lo < hi:
+            out.append(c.getName())
+    return tuple(out)
+
+
 def _markers_table(problem: IKProblem):
     import opensim as osim
 
@@ -97,6 +131,11 @@ class FrameSolver:
         coords = self.model.getCoordinateSet()
         self.coordinates = [coords.get(i) for i in range(coords.getSize())]
         self.coordinate_names = [c.getName() for c in self.coordinates]
+        # Clamping lives in the state: the solver reads it when it sets up its goals (at
+        # assemble()), so the cached model itself stays as the file says.
+        for c in self.coordinates:
+            if c.getName() in problem.limited:
+                c.setClamped(self.state, True)
 
         self._table = _markers_table(problem)
         weights = osim.SetMarkerWeights()

@@ -326,3 +326,63 @@ def test_keypoints_not_from_a_file_write_their_trc(tmp_path):
     back = read_trc(res.files["markers"])
     assert back.names == gen.names
     np.testing.assert_allclose(back.data, gen.data, equal_nan=True, atol=1e-12)
+
+
+def _builtin_markers(model, poses: list[dict[str, float]]):
+    from opensim_bridge.builtin_model import marker_positions
+    from opensim_bridge.timeseries import KeypointSeries
+
+    frames = [marker_positions(model, q) for q in poses]
+    names = sorted(frames[0])
+    data = np.array([[f[m] for m in names] for f in frames])
+    return KeypointSeries(np.arange(len(poses)) / 50.0, names, data, units="m")
+
+
+def test_joint_limits_keep_coordinates_in_range(tmp_path):
+    """Markers of an impossible pose (knee bent backwards, hip turned past its range), as video
+    keypoints give when a detector is unsure: without limits IK follows them; with limits every
+    joint coordinate stays in its range and the rest of the pose is still fitted."""
+    from opensim_bridge.builtin_model import coordinate_range, write_builtin_model
+    from opensim_bridge.ik_solver import limited_coordinates
+    from opensim_bridge.osim_model import load_model
+
+    model = write_builtin_model(tmp_path / "m.osim", height=1.75, mass=70)
+    poses = []
+    for k in range(8):
+        s = k / 7
+        poses.append({"pelvis_ty": 0.95, "knee_angle_r": np.radians(-25 + 5 * s),
+                      "hip_rotation_r": np.radians(70 - 10 * s),
+                      "knee_angle_l": np.radians(40 + 10 * s), "hip_flexion_l": np.radians(20),
+                      "elbow_flex_l": np.radians(60)})
+    markers = _builtin_markers(load_model(model), poses)
+    free = run_ik(model, markers, None, tmp_path / "free", jobs=1).coordinates
+    assert free.column("knee_angle_r").max() < -15          # follows the impossible pose
+    assert free.column("hip_rotation_r").min() > 55
+    names = limited_coordinates(load_model(model))
+    assert "knee_angle_r" in names and "hip_rotation_r" in names
+    assert not any(n.startswith("pelvis") for n in names)   # the free pelvis is never limited
+    for jobs in (1, 2):
+        res = run_ik(model, markers, None, tmp_path / f"lim{jobs}", jobs=jobs, joint_limits=True)
+        assert res.limited == names
+        got = res.coordinates
+        for n in names:
+            lo, hi = np.degrees(coordinate_range(n))
+            assert got.column(n).min() >= lo - 1e-6 and got.column(n).max() <= hi + 1e-6, n
+        # the left leg, whose pose is possible, is still found (the pelvis takes up part of
+        # what the limited right leg cannot fit, so not exactly)
+        truth_knee_l = np.degrees([p["knee_angle_l"] for p in poses])
+        assert np.abs(got.column("knee_angle_l") - truth_knee_l).max() < 6.0
+        assert np.abs(free.column("knee_angle_l") - truth_knee_l).max() < 0.1
+        setup = (tmp_path / f"lim{jobs}" / "ik_setup.xml").read_text()
+        assert "knee_angle_r" in setup.split("-->")[0]       # the setup says what was limited
+
+
+def test_limited_coordinates_skip_locked_coupled_and_ground_joints():
+    import opensim as osim
+    from opensim_bridge.ik_solver import limited_coordinates
+
+    raj = osim.Model(str(DATA / "opensim-models" / "Models" / "Rajagopal" / "Rajagopal2016.osim"))
+    raj.initSystem()
+    names = set(limited_coordinates(raj))
+    assert {"knee_angle_r", "hip_flexion_l", "elbow_flex_r", "lumbar_extension"} <= names
+    assert not names & {"pelvis_tilt", "pelvis_tx", "knee_angle_r_beta", "mtp_angle_r"}

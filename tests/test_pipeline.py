@@ -155,6 +155,9 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_reruns_only_later_stages
     assert run["settings_sources"]["ik.weights"] == "--set"
     assert run["versions"]["opensim"] and run["versions"]["numpy"] == np.__version__
     assert run["quality"]["ik_marker_rms_mm"]["median"] < 20
+    ik_info = next(s for s in run["stages"] if s["name"] == "ik")["info"]
+    assert "knee_angle_r" in ik_info["joint_limits"]          # on by default
+    assert not any(c.startswith("pelvis") for c in ik_info["joint_limits"])
 
     # an output edited by hand is not trusted: its stage reruns
     (out / "id.sto").write_text("edited\n")
