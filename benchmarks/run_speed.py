@@ -58,13 +58,19 @@ def _report(out: Path, label: str, video: Path | None) -> None:
         total += s["wall_s"]
         print(f"  {s['name']:<8} {s['status']:<8} {s['wall_s']:7.2f} s")
     print(f"  {'total':<17} {total:7.2f} s")
-    n = next((s["info"].get("frames") for s in run["stages"] if s["name"] == "pose2d"), None)
+    p2d = next((s["info"] for s in run["stages"] if s["name"] == "pose2d"), {})
+    n, step = p2d.get("frames"), p2d.get("step") or 1
     if video is not None and n:
         from inference.video import open_video
         info = open_video(video).info
         fps = info.fps or 30.0
-        print(f"  {n} frames = {n / fps:.2f} s of video at {fps:.1f} fps; real-time factor "
-              f"{total / (n / fps):.2f} (wall / video duration)")
+        seconds = n * step / fps
+        print(f"  {n} frames estimated (every {step}) = {seconds:.2f} s of video at {fps:.1f} "
+              f"fps; real-time factor {total / seconds:.2f} (wall / video duration)")
+        per_frame = [s for s in run["stages"] if s["name"] in ("pose2d", "overlay", "ik")]
+        rate = sum(s["wall_s"] for s in per_frame) / n
+        print(f"  per estimated frame: {1000 * rate:.1f} ms in pose2d+overlay+ik "
+              f"({1 / rate:.1f} frames/s); the other stages {total - rate * n:.2f} s in all")
     q = run.get("quality", {})
     for key in ("subject_lost", "low_confidence", "ik_error_outliers"):
         if key in q:
@@ -113,6 +119,7 @@ def main() -> int:
     ap.add_argument("--videos", nargs="*", default=list(VIDEOS), choices=list(VIDEOS))
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--pose", default="auto")
+    ap.add_argument("--tier", default="standard", choices=("standard", "light"))
     ap.add_argument("--out", default=None, help="output root (default: a temporary folder)")
     ap.add_argument("--skip-synthetic", action="store_true")
     args = ap.parse_args()
@@ -124,7 +131,7 @@ def main() -> int:
     for name in args.videos:
         out = root / name
         argv = [str(VIDEOS[name]), "--height", "1.75", "--mass", "70", "--pose", args.pose,
-                "-o", str(out)]
+                "--tier", args.tier, "-o", str(out)]
         if args.max_frames:
             argv += ["--max-frames", str(args.max_frames)]
         t0 = time.perf_counter()

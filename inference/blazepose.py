@@ -21,6 +21,12 @@ around that person:
    for on the frame with the followed persons painted out: the full frame, then overlapping
    square tiles (small persons on wide frames), one new person per pass until a pass finds
    none or ``max_people`` are followed;
+   With ``candidates`` above the free slots, a pass looks for that many persons and follows
+   the one that looks most like the person followed first (colour signature, see
+   :mod:`inference.appearance`; ``reference`` may come from another reader), else the most
+   prominent (keypoint-box diagonal x torso visibility), so a reader that follows one person
+   stays with the subject when two people cross, rather than taking whoever the detector
+   returns first;
 3. a slot whose graph loses its person, whose landmarks are mostly invisible, or that
    converges onto another slot's person is released.
 
@@ -145,6 +151,12 @@ def keypoint_box(kp: np.ndarray, min_conf: float = 0.0) -> np.ndarray:
     return np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
 
 
+def _prominence(kp: np.ndarray) -> float:
+    """How much a person stands out: keypoint-box diagonal (px) x mean torso visibility."""
+    box = keypoint_box(kp, 0.3)
+    return float(np.hypot(box[2] - box[0], box[3] - box[1]) * np.mean(kp[_TORSO, 2]))
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -235,7 +247,8 @@ class MultiPersonBlazePose:
 
     def __init__(self, max_people: int = 4, detect_every: int = 10, complexity: int = 1,
                  crop_size: int = 320, crop_margin: float = 1.6, detect_size: int = 640,
-                 min_visibility: float = 0.3, min_detection_confidence: float = 0.5):
+                 min_visibility: float = 0.3, min_detection_confidence: float = 0.5,
+                 candidates: int = 1, reference=None, on_reference=None):
         if max_people < 1:
             raise ValueError("max_people must be at least 1")
         if detect_every < 1:
@@ -245,6 +258,11 @@ class MultiPersonBlazePose:
 
         self._cv2 = cv2
         self.max_people = max_people
+        self.candidates = max(1, int(candidates))
+        # The signature candidates are compared with: an array, or a callable that waits for
+        # one (another reader's); ``on_reference`` hears of the one taken here.
+        self._reference = reference
+        self._on_reference = on_reference
         self.detect_every = detect_every
         self.complexity = complexity
         self.crop_size = int(crop_size)
@@ -406,13 +424,18 @@ class MultiPersonBlazePose:
         masked = image.copy()
         for slot in self._slots:
             self._mask(masked, slot.kp)
-        while len(self._slots) < self.max_people:
+        free = self.max_people - len(self._slots)
+        found_all: list[np.ndarray] = []
+        while len(found_all) < max(free, self.candidates):
             found = self._detect_once(masked)
             if found is None:
                 break
             self._mask(masked, found)
             if any(_iou(keypoint_box(found, 0.3), keypoint_box(s.kp, 0.3)) > 0.3 for s in self._slots):
                 continue  # a followed person leaking past its mask
+            found_all.append(found)
+        self._rank(image, found_all, free)
+        for found in found_all[:free]:
             slot = _Slot(self._new_graph())
             # Refine on a proper crop of this same frame: the detection pass saw the person small.
             centre, side = self._crop_window(found, np.zeros(2))
@@ -420,8 +443,44 @@ class MultiPersonBlazePose:
             slot.kp = kp if self._good(kp) else found
             self._slots.append(slot)
             self.stats["slots_started"] += 1
+        if self.candidates > 1 and self._reference is None and self._slots:
+            from .appearance import signature
+
+            sig = signature(image, self._slots[0].kp)
+            if sig is not None:
+                self._reference = sig
+                if self._on_reference is not None:
+                    self._on_reference(sig)
+
+    def _rank(self, image: np.ndarray, found: list[np.ndarray], free: int) -> None:
+        """Order ``found`` best first: by likeness to the reference when one is known and
+        there is a choice to make, else by prominence."""
+        found.sort(key=lambda kp: -_prominence(kp))
+        if len(found) <= free or self.candidates <= 1:
+            return
+        ref = self._reference() if callable(self._reference) else self._reference
+        if ref is None:
+            return
+        self._reference = ref
+        from .appearance import distance, signature
+
+        def key(kp):
+            sig = signature(image, kp)
+            return distance(ref, sig) if sig is not None else 2.0
+
+        found.sort(key=key)
 
     # ------------------------------------------------------------------ API
+    def follow(self, kp: np.ndarray) -> None:
+        """Follow, from the next image on, the person whose keypoints (frame pixels, (33, 3))
+        were ``kp`` in the image before it: a reader that continues where another left off."""
+        if len(self._slots) >= self.max_people:
+            raise ValueError(f"already following {len(self._slots)} of {self.max_people} persons")
+        slot = _Slot(self._new_graph())
+        slot.kp = np.array(kp, dtype=np.float64)
+        self._slots.append(slot)
+        self.stats["slots_started"] += 1
+
     def process(self, image: np.ndarray) -> list[np.ndarray]:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")

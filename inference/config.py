@@ -32,7 +32,7 @@ from typing import Any
 
 from opensim_bridge.errors import InputError
 
-__all__ = ["Setting", "SCHEMA", "RunConfig", "default_config", "load_config", "apply_overrides",
+__all__ = ["Setting", "SCHEMA", "TIERS", "RunConfig", "apply_tier", "default_config", "load_config", "apply_overrides",
            "parse_set", "settings_dict", "describe"]
 
 
@@ -61,6 +61,12 @@ def _contact_settings() -> dict[str, Setting]:
 
 #: section -> key -> Setting. The pipeline reads nothing that is not here.
 SCHEMA: dict[str, dict[str, Setting]] = {
+    "run": {
+        "tier": Setting("standard", str, "preset of settings applied before the config file "
+                        "and the options: standard, or light (real-time on 2 cores: the most "
+                        "prominent person only, at most 30 frames per second, no overlay video)",
+                        choices=("standard", "light")),
+    },
     "subject": {
         "height": Setting(None, (int, float), "subject height, m (required)", optional=True,
                           minimum=0.5, maximum=2.6),
@@ -82,7 +88,14 @@ SCHEMA: dict[str, dict[str, Setting]] = {
                           optional=True, minimum=0),
         "max_frames": Setting(None, int, "process only the first N frames", optional=True,
                               minimum=1),
-        "max_people": Setting(4, int, "persons followed at once", minimum=1, maximum=64),
+        "max_people": Setting(4, int, "persons followed at once (1: the most prominent person "
+                              "only, fastest)", minimum=1, maximum=64),
+        "max_fps": Setting(None, (int, float), "estimate at most this many frames per second: "
+                           "every 2nd frame of a 60 fps video at 30 (default: every frame)",
+                           optional=True, minimum=1.0),
+        "readers": Setting(2, int, "BlazePose: threads that each follow the persons through one "
+                           "consecutive part of the video (MediaPipe and FFmpeg run outside "
+                           "Python's lock, so 2 use 2 cores)", minimum=1, maximum=64),
         "device": Setting("auto", str, "ViTPose device: auto, cpu, cuda, mps"),
         "overlay": Setting(True, bool, "write pose2d_overlay.mp4"),
     },
@@ -165,6 +178,14 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "ik_outlier_mm": Setting(40.0, (int, float), "a frame whose IK marker RMS error exceeds "
                                  "this (or 3x the median) is flagged, mm", positive=True),
     },
+}
+
+
+#: Settings each tier changes from the defaults (a config file and the options still win).
+TIERS: dict[str, dict[str, Any]] = {
+    "standard": {},
+    "light": {"pose2d.max_people": 1, "pose2d.max_fps": 30.0, "pose2d.readers": 2,
+              "pose2d.overlay": False, "ik.joint_limits": True},
 }
 
 
@@ -298,6 +319,14 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], origin: str = "co
         out.values[section][key] = _check(section, key, value, origin)   # raises when unknown
         out.sources[dotted] = origin
     return out
+
+
+def apply_tier(cfg: RunConfig, tier: str, origin: str = "tier") -> RunConfig:
+    """A copy of ``cfg`` with the tier's preset settings and ``run.tier`` set."""
+    if tier not in TIERS:
+        raise InputError(f"unknown tier {tier!r}; known: {', '.join(TIERS)}")
+    out = apply_overrides(cfg, TIERS[tier], origin=f"{origin} {tier}")
+    return apply_overrides(out, {"run.tier": tier}, origin=origin)
 
 
 def settings_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:

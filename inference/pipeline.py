@@ -61,6 +61,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import sys
@@ -668,15 +669,21 @@ class Pipeline:
         choice = self._backend()
         self.log(f"pose backend: {choice.label} ({choice.reason})")
         p = self.cfg["pose2d"]
+        step = frame_step(self.inputs.video, p["max_fps"])
+        import threading
+        threading.Thread(target=_warm_up, name="kinevid-warm-up", daemon=True).start()
         with self._bar("pose2d", "frames") as bar:
             pose = estimate_pose2d(self.inputs.video, p["pose"], person=p["person"],
                                    max_frames=p["max_frames"], max_people=p["max_people"],
-                                   device=p["device"], progress=bar.update, choice=choice)
+                                   device=p["device"], progress=bar.update, choice=choice,
+                                   step=step, workers=p["readers"])
         npz, js = pose.write(out)
         info = {"backend": choice.backend, "backend_label": choice.label,
                 "backend_reason": choice.reason, "layout": pose.layout, "frames": len(pose),
                 "tracks": pose.person_ids, "subject": pose.subject,
-                "fps": pose.extra.get("fps")}
+                "fps": pose.extra.get("fps"), "step": step,
+                "readers": pose.extra.get("readers"),
+                "parts_reread": pose.extra.get("parts_reread")}
         if pose.subject is None:
             raise InputError("nobody was found in the video", self.inputs.video)
         weights = {"pose2d": {"backend": choice.backend, "name": choice.weights or
@@ -971,6 +978,32 @@ def _registry() -> set[str]:
 def run_pipeline(out_dir, cfg: RunConfig, inputs: RunInputs, **kwargs) -> RunResult:
     """Build a :class:`Pipeline` and run it."""
     return Pipeline(out_dir, cfg, inputs, **kwargs).run()
+
+
+def _warm_up() -> None:
+    """Import what the later stages need while the 2D stage runs (torch, OpenSim, SciPy's
+    filters: ~2 s of a cold start otherwise spent between stages)."""
+    import importlib
+
+    for name in ("scipy.signal", "torch", "models.lift_infer", "opensim",
+                 "opensim_bridge.ik", "opensim_bridge.keypoint_scaling",
+                 "opensim_bridge.grf_estimate", "opensim_bridge.inverse_dynamics"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the stage that needs it reports the problem
+            return
+
+
+def frame_step(video, max_fps: float | None) -> int:
+    """Every how many frames the 2D stage estimates so as not to exceed ``max_fps``."""
+    if not max_fps:
+        return 1
+    from .video import open_video
+
+    fps = open_video(video).info.fps
+    if not fps or not math.isfinite(fps) or fps <= max_fps * 1.01:
+        return 1
+    return max(1, int(math.ceil(fps / max_fps - 0.01)))
 
 
 def _model_coordinates(model_path) -> set[str]:

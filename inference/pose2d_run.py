@@ -30,7 +30,8 @@ import numpy as np
 from opensim_bridge.errors import InputError, KinevidError
 
 from .blazepose import LAYOUT as BLAZEPOSE_LAYOUT
-from .blazepose import MultiPersonBlazePose
+from .appearance import SharedSignature
+from .blazepose import MultiPersonBlazePose, _iou, keypoint_box
 from .layouts import get_layout
 from .pose2d import Pose2D
 from .tracking import (
@@ -171,42 +172,160 @@ class _ViTPoseOnBoxes:
         return [np.concatenate([kp[i], np.clip(scores[i], 0, 1)[:, None]], axis=1) for i in range(len(kp))]
 
 
+def _frame_chunks(source, step: int, max_frames: int | None, workers: int, min_chunk: int,
+                  lead: int) -> list[tuple[dict, int]] | None:
+    """``(frames() arguments, first own frame index)`` for ``workers`` readers of consecutive
+    parts of the video, or None when it is not worth splitting (an image folder, a short clip,
+    one worker). Every reader after the first starts ``lead`` estimated frames early, so its
+    person can be compared with the one its predecessor ends with."""
+    if workers <= 1 or source.info.is_image_folder:
+        return None
+    times = source.timestamps()
+    kept = np.arange(0, len(times), step)
+    if max_frames is not None:
+        kept = kept[:max_frames]
+    n = min(workers, len(kept) // max(1, min_chunk))
+    if n <= 1:
+        return None
+    out = []
+    for part in np.array_split(np.arange(len(kept)), n):
+        first = max(0, part[0] - (lead if part[0] else 0))
+        out.append((dict(step=step, start=float(times[kept[first]]),
+                         end=float(times[kept[part[-1]]]), seek=True), int(kept[part[0]])))
+    return out
+
+
+def _same_person(before: list, lead: list) -> bool:
+    """Whether a reader's lead frames follow the person its predecessor followed over the same
+    frames (box overlap in most frames where both saw someone; nobody in both counts as same)."""
+    seen = {index: dets for index, _, dets in before}
+    votes = []
+    for index, _, dets in lead:
+        other = seen.get(index)
+        if other is None:
+            continue
+        if not len(dets) and not len(other):
+            votes.append(True)
+        elif len(dets) and len(other):
+            votes.append(_iou(keypoint_box(dets[0], 0.3), keypoint_box(other[0], 0.3)) > 0.5)
+        else:
+            votes.append(False)
+    return not votes or sum(votes) > len(votes) / 2
+
+
+def _people_in(source, frames_kw: dict, max_people: int, detect_every: int, candidates: int,
+               vit, tick, seed: np.ndarray | None = None, reference=None, on_reference=None):
+    """Every frame's persons (as the pose model gives them) over one stretch of the video;
+    ``seed``: keypoints of a person to follow from the first frame on; ``reference`` /
+    ``on_reference``: the followed person's look, see :class:`MultiPersonBlazePose`."""
+    out = []
+    with MultiPersonBlazePose(max_people=max_people, detect_every=detect_every,
+                              candidates=candidates, reference=reference,
+                              on_reference=on_reference) as finder:
+        if seed is not None:
+            finder.follow(seed)
+        for frame in prefetch(source.frames(**frames_kw)):
+            people = finder.process(frame.image)
+            out.append((frame.index, frame.time, vit(frame.image, people) if vit else people))
+            tick()
+        stats = dict(finder.stats)
+    return out, stats
+
+
 def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int | None = None,
                     max_frames: int | None = None, max_people: int = 4, detect_every_s: float = 0.33,
                     max_missed_s: float = 0.5, min_track_s: float = 0.1, device: str = "auto", cache: str | os.PathLike | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    choice: BackendChoice | None = None, fix_swaps: bool = True) -> Pose2D:
+                    choice: BackendChoice | None = None, fix_swaps: bool = True,
+                    step: int = 1, workers: int = 1, min_chunk: int = 30,
+                    candidates: int = 3) -> Pose2D:
     """2D keypoints of every person in ``video`` (file or image folder), tracked, with the
     subject selected. ``person``: the track id to select (error if there is no such track).
     ``detect_every_s``: time between searches for new persons; ``max_missed_s``: how long a
     person may stay unseen and keep their id; ``min_track_s``: tracks seen for less time than
     this (and in fewer than 2 frames) are dropped as detector flukes, unless nothing else is left.
-    ``fix_swaps``: undo runs of left/right label swaps (:func:`~inference.tracking.fix_left_right_swaps`)."""
+    ``fix_swaps``: undo runs of left/right label swaps (:func:`~inference.tracking.fix_left_right_swaps`).
+    ``step``: estimate every ``step``-th frame only (a 60 fps video at 30 fps). ``workers``: with
+    BlazePose, this many threads each follow the persons through one consecutive part of the video
+    (at least ``min_chunk`` frames; MediaPipe and FFmpeg release the GIL); each part starts with
+    a search for persons, and the tracker links the parts like any other frames.
+    ``candidates``: persons a search looks at before following the most prominent ones (when
+    fewer than that many can be followed: with ``max_people=1``, the main subject)."""
     choice = choice or resolve_backend(pose, cache)
     source = open_video(video)
     info = source.info
-    total = info.n_frames if max_frames is None else min(max_frames, info.n_frames or max_frames)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    total = -(-info.n_frames // step) if info.n_frames else 0
+    total = total if max_frames is None else min(max_frames, total or max_frames)
     vit = _ViTPoseOnBoxes(choice.weights, cache, device) if choice.backend == "vitpose" else None
     layout = vit.layout if vit else BLAZEPOSE_LAYOUT
     # Detection passes and track lifetimes are set in seconds so 30 and 240 fps clips behave alike.
-    fps = info.fps if info.fps and np.isfinite(info.fps) and info.fps > 0 else 30.0
+    file_fps = info.fps if info.fps and np.isfinite(info.fps) and info.fps > 0 else 30.0
+    fps = file_fps / step                      # rate of the frames estimated
     detect_every = max(1, int(round(detect_every_s * fps)))
-    tracker = Tracker(max_missed=max(1, int(round(max_missed_s * fps))))
-    frames, times, detections, ids = [], [], [], []
+    # The tracker counts in file frame indices.
+    tracker = Tracker(max_missed=max(step, int(round(max_missed_s * file_fps))))
     t0 = time.perf_counter()
-    with MultiPersonBlazePose(max_people=max_people, detect_every=detect_every) as people_finder:
-        for frame in prefetch(source.frames(max_frames=max_frames)):
-            people = people_finder.process(frame.image)
-            dets = vit(frame.image, people) if vit else people
-            frame_ids = tracker.update(dets, frame=frame.index)
-            keep = [i for i, pid in enumerate(frame_ids) if pid >= 0]
-            frames.append(frame.index)
-            times.append(frame.time)
-            detections.append(np.array([dets[i] for i in keep]).reshape(len(keep), get_layout(layout).n, 3))
-            ids.append([frame_ids[i] for i in keep])
+    lock, done = threading.Lock(), [0]
+
+    def tick() -> None:
+        with lock:
+            done[0] += 1
             if progress is not None:
-                progress(len(frames), max(total, len(frames)))
-        stats = dict(people_finder.stats)
+                progress(done[0], max(total, done[0]))
+
+    # ViTPose runs on torch's own threads: several readers would only compete for the cores.
+    lead = max(3, int(round(0.2 * fps)))
+    chunks = None if vit else _frame_chunks(source, step, max_frames, workers, min_chunk, lead)
+    reread = 0
+    if chunks is None:
+        found, stats = _people_in(source, dict(step=step, max_frames=max_frames), max_people,
+                                  detect_every, candidates, vit, tick)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The first reader's first person is the subject; later readers choose, among the
+        # persons they find, the one that looks like it (see inference.appearance).
+        look = SharedSignature()
+
+        def read(kw, seed=None, first=False):
+            try:
+                return _people_in(open_video(video), kw, max_people, detect_every, candidates,
+                                  vit, tick, seed, reference=None if first else
+                                  (lambda: look.get(timeout=120.0)),
+                                  on_reference=look.set if first else None)
+            finally:
+                if first:
+                    look.set(None)   # nobody found in the whole part: do not keep others waiting
+
+        with ThreadPoolExecutor(len(chunks), thread_name_prefix="kinevid-pose") as pool:
+            parts = list(pool.map(lambda ic: read(ic[1][0], first=ic[0] == 0),
+                                  enumerate(chunks)))
+        found, stats = [], {}
+        for (kw, first), (part, st) in zip(chunks, parts):
+            lead_rows = [r for r in part if r[0] < first]
+            body = [r for r in part if r[0] >= first]
+            # Following one person, a reader may have picked another one than its predecessor
+            # ended with: read its part again from that person (a rare, sequential cost).
+            if max_people == 1 and found and not _same_person(found, lead_rows) \
+                    and len(found[-1][2]):
+                again = dict(kw, start=body[0][1] if body else kw["start"])
+                body, st2 = read(again, seed=found[-1][2][0])
+                reread += 1
+                st = {k: st.get(k, 0) + st2.get(k, 0) for k in set(st) | set(st2)}
+            found += body
+            for key, v in st.items():
+                stats[key] = stats.get(key, 0) + v
+    frames, times, detections, ids = [], [], [], []
+    n_kp = get_layout(layout).n
+    for index, t, dets in found:
+        frame_ids = tracker.update(dets, frame=index)
+        keep = [i for i, pid in enumerate(frame_ids) if pid >= 0]
+        frames.append(index)
+        times.append(t)
+        detections.append(np.array([dets[i] for i in keep]).reshape(len(keep), n_kp, 3))
+        ids.append([frame_ids[i] for i in keep])
     wall = time.perf_counter() - t0
     if not frames:
         raise InputError("no frame could be read", video)
@@ -250,6 +369,7 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
         "left_right_swaps_fixed": n_swapped,
         "short_tracks_dropped": sorted(short) if short and len(short) < len(counts) else [],
         "detection_passes": stats["detection_passes"], "wall_s": round(wall, 3),
+        "step": step, "readers": len(chunks) if chunks else 1, "parts_reread": reread,
         "fps": round(len(frames) / wall, 2) if wall > 0 else None,
     }
     return Pose2D(result.frames, result.time, result.tracks, layout, subject=subject, extra=extra, **meta)

@@ -197,7 +197,8 @@ class VideoSource:
         return self.frames()
 
     def frames(self, step: int = 1, max_frames: int | None = None, start: float | None = None,
-               end: float | None = None, convert: bool = True) -> Iterator[Frame]:
+               end: float | None = None, convert: bool = True, seek: bool = False
+               ) -> Iterator[Frame]:
         """Yield frames one at a time.
 
         step: keep every ``step``-th frame (indices stay those of the file).
@@ -205,13 +206,19 @@ class VideoSource:
         start, end: keep frames with ``start <= time <= end`` (seconds). Earlier frames are
             decoded but not converted: FFmpeg can only seek to key frames, and decoding from the
             start keeps every index exact.
+        seek: with ``start``, jump to the key frame before it instead of decoding from the first
+            frame; indices then come from the packet times (:meth:`timestamps`), exact for a
+            sound file. For readers that start mid-video (parallel pose estimation).
         convert: False yields ``image=None`` (decoding only: timing, counting, benchmarks).
         """
         if step < 1:
             raise ValueError(f"step must be >= 1, got {step}")
         if max_frames is not None and max_frames <= 0:
             return
-        gen = self._folder_frames if self._images is not None else self._file_frames
+        if seek and start is not None and start > 0 and self._images is None:
+            gen = lambda: self._file_frames(seek_to=start)  # noqa: E731
+        else:
+            gen = self._folder_frames if self._images is not None else self._file_frames
         yielded = 0
         for index, time, make_image in gen():
             if end is not None and time > end + 1e-9:
@@ -236,7 +243,7 @@ class VideoSource:
                 return img
             yield i, i / fps, make
 
-    def _file_frames(self):
+    def _file_frames(self, seek_to: float | None = None):
         container = self._open_container()
         try:
             stream = container.streams.video[0]
@@ -247,9 +254,25 @@ class VideoSource:
             dt = 1.0 / self.info.fps if self.info.fps > 0 else 1.0 / 30.0
             index, last_t = 0, None
             k = self._k
+            table = None
+            if seek_to is not None and tb is not None:
+                table = self._timestamp_table()
+                # backward=True: the key frame at or before the target, so no frame is lost.
+                container.seek(int(self._start_pts + seek_to / float(tb)), stream=stream,
+                               backward=True, any_frame=False)
             try:
                 for packet in container.demux(stream):
                     for frame in stream.decode(packet):
+                        if table is not None:
+                            if frame.pts is None:
+                                raise InputError("cannot seek in this video: a frame has no "
+                                                 "time stamp", self.path)
+                            t = float((frame.pts - self._start_pts) * tb)
+                            index = int(np.clip(np.searchsorted(table, t - 1e-6), 0,
+                                                len(table) - 1))
+                            last_t = t
+                            yield index, t, (lambda f=frame: _upright(f.to_ndarray(format="rgb24"), k))
+                            continue
                         if frame.pts is None or tb is None:
                             t = 0.0 if last_t is None else last_t + dt
                         else:
@@ -264,6 +287,8 @@ class VideoSource:
                 warnings.warn(f"{self.path}: decoding stopped {where}: {exc}", TruncatedVideoWarning,
                               stacklevel=3)
                 return
+            if table is not None:
+                return  # a reader of part of the file: the whole-file checks do not apply
             # No error from FFmpeg does not mean the whole file was read: a cut file often just
             # ends. Compare with what the header announces (frame count, else duration).
             expected = self.info.n_frames if stream.frames else 0
@@ -280,6 +305,11 @@ class VideoSource:
                               TruncatedVideoWarning, stacklevel=3)
         finally:
             container.close()
+
+    def _timestamp_table(self) -> np.ndarray:
+        if getattr(self, "_table", None) is None:
+            self._table = self.timestamps()
+        return self._table
 
     def timestamps(self) -> np.ndarray:
         """Times (s) of every frame, read from the packets without decoding the pictures.

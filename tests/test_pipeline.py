@@ -14,7 +14,14 @@ import shutil
 import numpy as np
 import pytest
 
-from inference.config import SCHEMA, apply_overrides, default_config, load_config, parse_set
+from inference.config import (
+    SCHEMA,
+    apply_overrides,
+    default_config,
+    load_config,
+    parse_set,
+    settings_dict,
+)
 from opensim_bridge.errors import InputError, KinevidError
 
 from test_run_e2e import keypoint_series, source_motion
@@ -258,3 +265,65 @@ def test_other_osim_model_is_retargeted_with_its_map(tmp_path, keypoints_trc, sh
     got = read_table(out / "ik.mot")
     knee = np.interp(ref.time, got.time, -got["knee_angle_r"])
     assert np.sqrt(np.mean((knee - ref["knee_angle_r"]) ** 2)) < 8.0
+
+
+def test_tier_is_a_preset_under_the_file_and_the_options(tmp_path):
+    from inference.commands.run import add_run_parser, config_from_args
+    from inference.config import TIERS
+
+    parser = argparse.ArgumentParser()
+    add_run_parser(parser.add_subparsers())
+
+    def cfg(*argv):
+        return config_from_args(parser.parse_args(["run", "v.mp4", "-o", "out", *argv]))
+
+    std = cfg()
+    assert std["run"]["tier"] == "standard" and std["pose2d"]["max_people"] == 4
+    light = cfg("--tier", "light")
+    for dotted, value in TIERS["light"].items():
+        section, key = dotted.split(".")
+        assert light[section][key] == value
+        assert light.sources[dotted] == "--tier light"
+    assert light["run"]["tier"] == "light" and light["pose2d"]["overlay"] is False
+    # the config file and the options win over the tier
+    toml = tmp_path / "k.toml"
+    toml.write_text("[pose2d]\nmax_fps = 60\n")
+    mixed = cfg("--tier", "light", "--config", str(toml), "--set", "pose2d.overlay=true")
+    assert mixed["pose2d"]["max_fps"] == 60.0 and mixed["pose2d"]["overlay"] is True
+    assert mixed["pose2d"]["max_people"] == 1
+    # a file can ask for the tier itself
+    toml.write_text('[run]\ntier = "light"\n[pose2d]\nmax_people = 2\n')
+    from_file = cfg("--config", str(toml))
+    assert from_file["pose2d"]["max_fps"] == 30.0 and from_file["pose2d"]["max_people"] == 2
+    # a resumed run keeps what was recorded (its tier's values and the changes made to them)
+    recorded = settings_dict(mixed)
+    resumed = config_from_args(parser.parse_args(["run", "-o", "out", "--resume"]), recorded)
+    assert resumed["pose2d"]["overlay"] is True and resumed["run"]["tier"] == "light"
+    with pytest.raises(SystemExit):
+        cfg("--tier", "fastest")
+
+
+def test_frame_step_keeps_at_most_max_fps(tmp_path):
+    import av
+
+    from inference.pipeline import frame_step
+
+    def video(rate):
+        path = tmp_path / f"v{rate}.mp4"
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=rate)
+            s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+            for i in range(5):
+                for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8),
+                                                             format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        return path
+
+    assert frame_step(video(60), 30.0) == 2
+    assert frame_step(video(50), 30.0) == 2          # 25 fps: never above the limit
+    assert frame_step(video(120), 30.0) == 4
+    assert frame_step(video(30), 30.0) == 1
+    assert frame_step(video(25), 30.0) == 1
+    assert frame_step(video(60), None) == 1

@@ -208,3 +208,31 @@ def test_real_video_end_to_end(tmp_path):
     assert run["weights"]["lifter"]["sha256"]
     assert {s["name"] for s in run["stages"]} >= {"pose2d", "lift", "scale", "ik", "id", "c3d"}
     assert "blazepose" in run["stages"][0]["info"]["backend_label"]
+
+
+def test_light_tier_end_to_end(tmp_path):
+    """``--tier light`` on a 60 fps clip: every 2nd frame (30 fps), two readers, one person, no
+    overlay video, joint limits; the outputs are those of a standard run at that rate."""
+    require_lifter()
+    from inference.cli import main
+    from opensim_bridge.storage import read_table
+
+    video = data_path("pose2sim", "Pose2Sim", "Demo_SinglePerson", "videos", "cam02.mp4")
+    out = tmp_path / "light"
+    assert main(["run", str(video), "--height", "1.75", "--mass", "70", "--tier", "light",
+                 "-o", str(out)]) == 0
+    assert not (out / "pose2d_overlay.mp4").exists()
+    for name in ("markers.trc", "ik.mot", "grf.mot", "id.sto", "motion.c3d", "run.json"):
+        assert (out / name).is_file(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["run"]["tier"] == "light"
+    assert run["settings_sources"]["pose2d.max_fps"] == "--tier light"
+    stages = {s["name"]: s for s in run["stages"]}
+    assert "overlay" not in stages or stages["overlay"]["status"] != "ran"
+    p2d = stages["pose2d"]["info"]
+    assert p2d["step"] == 2 and p2d["frames"] == 50
+    ik = read_table(out / "ik.mot")
+    assert np.median(np.diff(ik.time)) == pytest.approx(1 / 30, abs=1e-6)
+    assert stages["ik"]["info"]["joint_limits"]
+    knee = ik.column("knee_angle_r")
+    assert np.nanmin(knee) >= -1e-6 and np.nanmax(knee) <= 120 + 1e-6

@@ -265,3 +265,29 @@ def test_streaming_keeps_memory_bounded():
     n, growth_mb = int(out[0]), float(out[1])
     assert n == 100
     assert growth_mb < 100, f"RSS grew by {growth_mb:.0f} MB while streaming"
+
+
+def test_seek_gives_the_same_frames_and_indices(tmp_path):
+    """A reader that starts mid-video (parallel pose estimation) jumps to the key frame before
+    its start and still gets exactly the frames, indices and times of a read from the start."""
+    path = tmp_path / "gop.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.gop_size = 7              # key frames every 7 frames
+        for i in range(60):
+            f = av.VideoFrame.from_ndarray(_image(i), format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    src = open_video(path)
+    full = list(src.frames())
+    for start, end, step in ((0.5, 0.9, 1), (1.0, 10.0, 2), (0.0, 0.2, 1), (1.9, 3.0, 1)):
+        want = [f for f in full if start - 1e-9 <= f.time <= end + 1e-9 and f.index % step == 0]
+        got = list(src.frames(start=start, end=end, step=step, seek=True))
+        assert [f.index for f in got] == [f.index for f in want], (start, end, step)
+        np.testing.assert_allclose([f.time for f in got], [f.time for f in want], atol=1e-9)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a.image, b.image)

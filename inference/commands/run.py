@@ -52,13 +52,24 @@ def _overrides(args: argparse.Namespace) -> dict:
 def config_from_args(args: argparse.Namespace, base_settings: dict | None = None):
     """The resolved :class:`~inference.config.RunConfig`: recorded settings (``--resume``) or
     defaults, then ``--config``, then the options, then ``--set``."""
-    from inference.config import apply_overrides, default_config, load_config, parse_set
+    from inference.config import (apply_overrides, apply_tier, default_config, load_config,
+                                  parse_set)
 
     cfg = default_config()
     if base_settings:
         flat = {f"{s}.{k}": v for s, d in base_settings.items() for k, v in d.items()
                 if v is not None}
         cfg = apply_overrides(cfg, flat, origin="run.json (--resume)")
+    # The tier is a preset under the config file and the options: apply the one asked for
+    # (--tier, else the file's [run] tier) first. A resumed run's recorded settings already
+    # hold its tier's values and any changes made to them, so nothing is re-applied there.
+    tier = getattr(args, "tier", None)
+    if tier is None and args.config:
+        from_file = load_config(args.config)
+        if from_file.sources.get("run.tier") != "default":
+            tier = from_file["run"]["tier"]
+    if tier is not None:
+        cfg = apply_tier(cfg, tier, origin="--tier" if getattr(args, "tier", None) else "tier")
     cfg = load_config(args.config, base=cfg)
     cfg = apply_overrides(cfg, _overrides(args))
     sets = {}
@@ -147,6 +158,9 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     cam.add_argument("--fov", type=float, help="camera field of view in degrees")
     p.add_argument("--trust", action="store_true", help="accept downloaded lifter weights whose "
                    "sha256 is not on record")
+    p.add_argument("--tier", choices=("standard", "light"),
+                   help="preset: standard (default) or light (real time on 2 cores: the most "
+                   "prominent person only, at most 30 fps, no overlay video)")
     p.add_argument("--jobs", type=int, help="IK worker processes (default: all cores)")
     p.add_argument("--no-overlay", action="store_true", help="do not write pose2d_overlay.mp4")
     p.add_argument("--no-c3d", action="store_true", help="do not write motion.c3d")
