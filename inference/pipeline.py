@@ -466,6 +466,12 @@ class Pipeline:
     def run(self) -> RunResult:
         self.out.mkdir(parents=True, exist_ok=True)
         plan = self.plan()
+        if "ik" in plan:
+            # IK worker processes are forked now, before the 2D stage starts its threads, and
+            # are ready (OpenSim imported) when IK comes; idle ones cost nothing.
+            from opensim_bridge import ik_pool
+
+            ik_pool.prestart(self.cfg["ik"]["jobs"])
         self.outcomes = {n: StageOutcome(n, "pending") for n in plan}
         records = self._load_hashes()
         self._run_json("running")
