@@ -117,6 +117,35 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     return res
 
 
+def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
+                  height: float = 1.75, spec=None) -> dict[str, float]:
+    """MPJPE (mm, realistic noise) where a sequence ends: windows from inside the clips, as
+    they are, and with every frame after (or before) the centre replaced by the centre frame,
+    as inference pads the last (or first) frame of a sequence."""
+    io = _io(spec)
+    window = model.receptive_field()
+    half = window // 2
+    world = np.concatenate([clip_windows(c, window, stride=stride) for c in clips]) * height
+    H = np.full(len(world), height)
+    cams = D.random_cameras(np.random.default_rng(seed), world[:, half, D.ROOT_INDEX], H)
+    noise = dict(LEVELS)[REALISTIC]
+    out = {}
+    for name in ("inside", "last frame", "first frame"):
+        w = world.copy()
+        if name == "last frame":
+            w[:, half + 1:] = w[:, half:half + 1]
+        elif name == "first frame":
+            w[:, :half] = w[:, half:half + 1]
+        x, y, ok = D.make_pairs(np.random.default_rng(seed + 1), w, H, sigma=noise.sigma,
+                                spec=noise, cams=cams, return_valid=True, **io)
+        p = predict(model, x[ok])
+        y = y[ok]
+        if io["output_units"] == "height":
+            p, y = p * height, y * height
+        out[name] = float(np.linalg.norm(p - y, axis=-1).mean() * 1000)
+    return out
+
+
 _SIDE = {"R": "right", "L": "left"}
 _CANON = {"Hip": "mid_hip", "Shoulder": "shoulder", "Elbow": "elbow", "Wrist": "wrist",
           "Knee": "knee", "Ankle": "ankle", "Heel": "heel", "BigToe": "big_toe",
@@ -219,6 +248,9 @@ def main(argv=None) -> int:
     print(f"lifter {a.weights}: receptive field {model.receptive_field()}, "
           f"{len(held)} held-out clips: {', '.join(sorted({c.group for c in held}))}")
     report(evaluate(model, held, stride=a.stride, spec=lifter))
+    ends = sequence_ends(model, held, stride=a.stride, spec=lifter)
+    print(f"\nsequence ends ({REALISTIC} noise; windows padded by repeating the end frame, as "
+          "inference pads): MPJPE " + ", ".join(f"{k} {v:.1f}" for k, v in ends.items()) + " mm")
     print("\nroot trajectory (camera frame, no alignment; 1.5% noise; inference.trajectory "
           "solve_root_camera with the lifted pose as scaled by the true height, true focal length)")
     walks = [c for c in held if c.name.endswith(":m") and ("Gait2354" in c.name

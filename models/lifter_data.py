@@ -858,7 +858,8 @@ class PairSampler:
     def __init__(self, clips: list[Clip], window: int, seed: int = 0,
                  fps_range=(25.0, 60.0), speed_range=(0.8, 1.25),
                  height_range=(1.5, 1.95), sigma_range=(0.0, 0.04), mirror: bool = True,
-                 normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m"):
+                 normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m",
+                 edge_fraction: float = 0.0):
         if not clips:
             raise ValueError("no clips to sample from")
         self.clips = clips
@@ -868,6 +869,10 @@ class PairSampler:
         self.height_range, self.sigma_range = height_range, sigma_range
         self.mirror = mirror
         self.normalisation, self.output_units = normalisation, output_units
+        # Inference pads a sequence's ends by repeating its first/last frame; this fraction of
+        # windows is centred that close to a clip's end, padded the same way, so the ends of
+        # a user's clip are not frames the network never saw.
+        self.edge_fraction = float(edge_fraction)
         # weight clips by duration, capped, so long styled-walk takes do not dominate
         dur = np.array([c.frames / c.fps for c in clips])
         wgt = np.minimum(dur, 20.0)
@@ -890,6 +895,11 @@ class PairSampler:
         span = step * (self.window // 2)
         lo, hi = span, n - 1 - span
         mid = np.where(hi > lo, lo + rng.random(B) * np.maximum(hi - lo, 0), (n - 1) / 2)
+        if self.edge_fraction > 0:
+            edge = rng.random(B) < self.edge_fraction
+            at_end = rng.random(B) < 0.5
+            into = rng.random(B) * np.minimum(span, n - 1)      # how far inside the clip
+            mid = np.where(edge, np.where(at_end, n - 1 - into, into), mid)
         t = np.clip(mid[:, None] + k[None, :] * step[:, None], 0, (n - 1)[:, None])
         i0 = np.floor(t).astype(np.int64)
         i1 = np.minimum(i0 + 1, (n - 1)[:, None].astype(np.int64))

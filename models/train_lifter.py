@@ -28,7 +28,7 @@ DEFAULTS = {
     "steps": 15000, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
     "opensim_weight": 5.0, "sigma_range": (0.0, 0.04), "fps_range": (25.0, 60.0),
     "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95), "bn_batches": 100,
-    "normalisation": "person_window", "output_units": "height",
+    "normalisation": "person_window", "output_units": "height", "edge_fraction": 0.1,
 }
 
 
@@ -97,7 +97,8 @@ def train(cfg: dict, out: Path, log=print) -> dict:
     sampler = D.PairSampler(train_clips, rf, seed=cfg["seed"], fps_range=cfg["fps_range"],
                             speed_range=cfg["speed_range"], height_range=cfg["height_range"],
                             sigma_range=cfg["sigma_range"], normalisation=cfg["normalisation"],
-                            output_units=cfg["output_units"])
+                            output_units=cfg["output_units"],
+                            edge_fraction=cfg.get("edge_fraction", 0.0))
     # OpenSim-driven clips are the built-in model itself (the output's own geometry) but only
     # a minute of motion: weight them up
     w = sampler.p * np.array([cfg["opensim_weight"] if c.source == "opensim" else 1.0
@@ -178,11 +179,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dropout", type=float, default=DEFAULTS["dropout"])
+    ap.add_argument("--edge-fraction", type=float, default=DEFAULTS["edge_fraction"],
+                    help="fraction of training windows at a clip's padded end")
     ap.add_argument("--normalisation", default=DEFAULTS["normalisation"],
                     choices=("screen_width", "person_window"))
     a = ap.parse_args(argv)
     cfg = dict(DEFAULTS, steps=a.steps, batch=a.batch, channels=a.channels, seed=a.seed,
                threads=a.threads, dropout=a.dropout, normalisation=a.normalisation,
+               edge_fraction=a.edge_fraction,
                output_units="height" if a.normalisation == "person_window" else "m")
     train(cfg, a.out, log=lambda s: print(s, flush=True))
     return 0

@@ -146,3 +146,29 @@ def test_bvh_fk_matches_offsets_at_rest():
     p = bvh.parents[i]
     np.testing.assert_allclose(pos[0, i] - pos[0, p], bvh.offsets[i])
     np.testing.assert_allclose(rot[0, i], np.eye(3))
+
+
+def test_edge_windows_are_padded_like_inference(clips):
+    """With edge_fraction, windows centred near a clip's end repeat its first or last frame,
+    as inference pads a sequence; without, every window lies inside its clip."""
+    train, _ = D.split_clips(clips)
+
+    def repeats(w):
+        # frames equal to their neighbour (a padded run), counted at either end of the window
+        same = np.all(np.isclose(w[:, 1:], w[:, :-1], atol=1e-12), axis=(2, 3))
+        return same[:, 0] | same[:, -1]
+
+    inside = D.PairSampler(train, 27, seed=3, speed_range=(1.0, 1.0), mirror=False)
+    w, _ = inside.windows(400, fps=30.0)
+    assert not repeats(w).any()
+    edge = D.PairSampler(train, 27, seed=3, speed_range=(1.0, 1.0), mirror=False,
+                         edge_fraction=1.0)
+    w, _ = edge.windows(400, fps=30.0)
+    r = repeats(w)
+    assert r.mean() > 0.9                  # nearly all (a centre exactly at span pads nothing)
+    same = np.all(np.isclose(w[:, 1:], w[:, :-1], atol=1e-12), axis=(2, 3))
+    assert same[:, 0].any() and same[:, -1].any()          # both ends occur
+    mixed = D.PairSampler(train, 27, seed=3, speed_range=(1.0, 1.0), mirror=False,
+                          edge_fraction=0.1)
+    w, _ = mixed.windows(2000, fps=30.0)
+    assert 0.05 < repeats(w).mean() < 0.15
