@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--view", default="cam01", choices=CAMS)
     ap.add_argument("--height", type=float, default=1.72)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--lifter", default="kinevid", help="as kinevid run --lifter")
     a = ap.parse_args(argv)
     from inference.cli import main as kinevid
     from inference.layouts import get_layout
@@ -134,11 +135,12 @@ def main(argv=None) -> int:
         if cam == a.view:   # the monocular pipeline, whose lift is evaluated
             args = ["run", str(DEMO / "videos" / f"{cam}.mp4"), "--height", str(a.height),
                     "--mass", "70", "--max-frames", str(a.frames), "--no-c3d", "--no-blender",
-                    "--set", "pose2d.overlay=false", "-o", str(d)]
+                    "--set", "pose2d.overlay=false", "--lifter", a.lifter, "-o", str(d)]
         else:
             args = ["pose2d", str(DEMO / "videos" / f"{cam}.mp4"), "--max-frames",
                     str(a.frames), "--no-overlay", "-o", str(d)]
-        if not (d / "pose2d.npz").is_file() or (cam == a.view and not (d / "keypoints3d.npz").is_file()):
+        # the monocular run always runs: its stages are reused when nothing changed
+        if not (d / "pose2d.npz").is_file() or cam == a.view:
             if kinevid(args) != 0:
                 print(f"{cam}: kinevid {args[0]} failed")
                 return 1

@@ -28,7 +28,7 @@ DEFAULTS = {
     "steps": 15000, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
     "opensim_weight": 5.0, "sigma_range": (0.0, 0.04), "fps_range": (25.0, 60.0),
     "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95), "bn_batches": 100,
-    "normalisation": "person_window", "output_units": "height", "edge_fraction": 0.1,
+    "normalisation": "person_window", "output_units": "height", "edge_fraction": 0.0,
 }
 
 
