@@ -120,8 +120,9 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
 def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
                   height: float = 1.75, spec=None) -> dict[str, float]:
     """MPJPE (mm, realistic noise) where a sequence ends: windows from inside the clips, as
-    they are, and with every frame after (or before) the centre replaced by the centre frame,
-    as inference pads the last (or first) frame of a sequence."""
+    they are, and with the 2D of every frame after (or before) the centre replaced by the
+    centre frame's, as inference pads the last (or first) frame of a sequence (missing
+    points filled first, as inference fills them)."""
     io = _io(spec)
     window = model.receptive_field()
     half = window // 2
@@ -129,20 +130,23 @@ def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     H = np.full(len(world), height)
     cams = D.random_cameras(np.random.default_rng(seed), world[:, half, D.ROOT_INDEX], H)
     noise = dict(LEVELS)[REALISTIC]
+    _, y, ok, (uv, conf) = D.make_pairs(np.random.default_rng(seed + 1), world, H,
+                                        sigma=noise.sigma, spec=noise, cams=cams,
+                                        return_valid=True, return_2d=True, **io)
+    uv, conf, y = D.fill_missing(uv[ok]), conf[ok], y[ok]
+    w, h = cams.w[ok], cams.h[ok]
     out = {}
     for name in ("inside", "last frame", "first frame"):
-        w = world.copy()
-        if name == "last frame":
-            w[:, half + 1:] = w[:, half:half + 1]
-        elif name == "first frame":
-            w[:, :half] = w[:, half:half + 1]
-        x, y, ok = D.make_pairs(np.random.default_rng(seed + 1), w, H, sigma=noise.sigma,
-                                spec=noise, cams=cams, return_valid=True, **io)
-        p = predict(model, x[ok])
-        y = y[ok]
+        u, c = uv.copy(), conf.copy()
+        cut = slice(half + 1, None) if name == "last frame" else slice(None, half)
+        if name != "inside":
+            u[:, cut] = u[:, half:half + 1]
+            c[:, cut] = c[:, half:half + 1]
+        p = predict(model, D.model_input(u, c, w, h, io["normalisation"]))
+        yy = y
         if io["output_units"] == "height":
-            p, y = p * height, y * height
-        out[name] = float(np.linalg.norm(p - y, axis=-1).mean() * 1000)
+            p, yy = p * height, y * height
+        out[name] = float(np.linalg.norm(p - yy, axis=-1).mean() * 1000)
     return out
 
 
