@@ -107,3 +107,19 @@ def test_held_out_accuracy(tmp_path):
     # feet are part of the output and must be lifted too
     feet = [D.OUTPUT_MARKERS.index(n) for n in ("RHeel", "LHeel", "RBigToe", "LBigToe")]
     assert res["mpjpe"][feet].mean() < bound * 1.5
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+def test_sequence_ends_cost_accuracy(tmp_path):
+    """At a sequence's end half the window is the repeated end frame: the lifter is less
+    accurate there than inside, and the evaluation must see that (the card states both)."""
+    from models.evaluate_lifter import load, sequence_ends
+    torch.set_num_threads(2)
+    model, spec = load(WEIGHTS)
+    clips = D.build_clips(DATA, tmp_path, include_cmu=False, log=lambda s: None)
+    _, held = D.split_clips(clips)
+    ends = sequence_ends(model, held, stride=10, spec=spec)
+    assert set(ends) == {"inside", "last frame", "first frame"}
+    assert ends["last frame"] > ends["inside"] + 2.0
+    assert ends["first frame"] > ends["inside"] + 2.0
+    assert max(ends.values()) < 150.0
