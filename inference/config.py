@@ -59,6 +59,10 @@ def _contact_settings() -> dict[str, Setting]:
     return out
 
 
+#: 2D pose backends (here, not in inference.pose2d_run, so that building the command line
+#: imports nothing heavy).
+POSE_CHOICES = ("auto", "blazepose", "vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h")
+
 #: section -> key -> Setting. The pipeline reads nothing that is not here.
 SCHEMA: dict[str, dict[str, Setting]] = {
     "run": {
@@ -82,8 +86,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     },
     "pose2d": {
         "pose": Setting("auto", str, "2D backend: auto, blazepose, vitpose-s/b/l/h",
-                        choices=("auto", "blazepose", "vitpose-s", "vitpose-b", "vitpose-l",
-                                 "vitpose-h")),
+                        choices=POSE_CHOICES),
         "person": Setting(None, int, "track id of the subject (default: chosen automatically)",
                           optional=True, minimum=0),
         "max_frames": Setting(None, int, "process only the first N frames", optional=True,

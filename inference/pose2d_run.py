@@ -31,6 +31,7 @@ from opensim_bridge.errors import InputError, KinevidError
 
 from .blazepose import LAYOUT as BLAZEPOSE_LAYOUT
 from .appearance import SharedSignature
+from .config import POSE_CHOICES
 from .blazepose import MultiPersonBlazePose, _iou, keypoint_box
 from .layouts import get_layout
 from .pose2d import Pose2D
@@ -45,7 +46,6 @@ from .video import open_video
 
 __all__ = ["POSE_CHOICES", "BackendChoice", "estimate_pose2d", "prefetch", "resolve_backend"]
 
-POSE_CHOICES = ("auto", "blazepose", "vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h")
 _SIZES = ("s", "b", "l", "h")
 
 

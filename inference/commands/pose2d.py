@@ -57,7 +57,7 @@ def run_pose2d(args: argparse.Namespace) -> int:
 
 def add_pose2d_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``pose2d`` on an ``add_subparsers()`` object; returns its parser."""
-    from inference.pose2d_run import POSE_CHOICES
+    from inference.config import POSE_CHOICES
 
     p = subparsers.add_parser(
         "pose2d", help="video -> 2D keypoints of every person (+ overlay video)",

@@ -129,6 +129,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``run`` on an ``add_subparsers()`` object; returns its parser."""
+    from inference.config import POSE_CHOICES
+
     p = subparsers.add_parser(
         "run", help="video -> scaled OpenSim model, joint angles, estimated forces, moments, C3D",
         description=__doc__, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,8 +147,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    "(default m)")
     p.add_argument("--model", help="'builtin' (default) or an OpenSim model .osim to retarget to")
     p.add_argument("--keypoint-map", metavar="FILE", help="custom keypoint-to-marker map (TOML)")
-    p.add_argument("--pose", choices=("auto", "blazepose", "vitpose-s", "vitpose-b", "vitpose-l",
-                                      "vitpose-h"),
+    p.add_argument("--pose", choices=POSE_CHOICES,
                    help="2D model: auto = ViTPose when its weights are cached, else BlazePose")
     p.add_argument("--person", type=int, metavar="ID", help="track id of the subject")
     p.add_argument("--max-frames", type=int, metavar="N", help="process only the first N frames")
