@@ -86,6 +86,10 @@ def resolve_backend(pose: str = "auto", cache: str | os.PathLike | None = None,
                                f"`kinevid weights fetch vitpose-{size}-coco` (or `kinevid weights "
                                f"import FILE` on an offline machine), or use --pose blazepose")
         return BackendChoice("vitpose", name, "requested")
+    cached = {size: _cached_vitpose(size, cache) for size in _SIZES}
+    if not any(cached.values()):
+        # decided without importing torch (a second or two before the video is even opened)
+        return BackendChoice("blazepose", None, "auto: no ViTPose weights in the cache")
     if gpu is None:
         try:
             import torch
@@ -93,11 +97,11 @@ def resolve_backend(pose: str = "auto", cache: str | os.PathLike | None = None,
         except ImportError:  # pragma: no cover - torch is a dependency
             gpu = False
     for size in (reversed(_SIZES) if gpu else _SIZES):
-        name = _cached_vitpose(size, cache)
+        name = cached[size]
         if name is not None:
             return BackendChoice("vitpose", name, f"auto: ViTPose weights {name} are cached "
                                  f"({'GPU: largest' if gpu else 'CPU: smallest'} cached size)")
-    return BackendChoice("blazepose", None, "auto: no ViTPose weights in the cache")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def prefetch(iterable: Iterable, depth: int = 4) -> Iterator:
