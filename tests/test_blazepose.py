@@ -166,8 +166,11 @@ def test_pck_metric_detects_a_wrong_subject(pose2sim_runs):
     assert pck(shifted, ref)[0] < 0.2
 
 
-def test_sports2d_walking_person_keeps_one_identity():
-    pose = estimate_pose2d(SPORTS2D, "blazepose")
+@pytest.mark.parametrize("readers", [1, 2])
+def test_sports2d_walking_person_keeps_one_identity(readers):
+    # with 2 readers the second starts at frame 115, in the middle of her walk
+    pose = estimate_pose2d(SPORTS2D, "blazepose", workers=readers)
+    assert pose.extra["readers"] == readers
     w, _ = pose.video_size
     lay = get_layout(pose.layout)
     hips = [lay.index("left_hip"), lay.index("right_hip")]
