@@ -241,3 +241,13 @@ def test_same_person_vote_over_the_lead_frames():
     assert not _same_person(before, [(11, 0.33, []), (12, 0.37, [])])     # lost vs seen
     assert _same_person([(11, 0.33, [])], [(11, 0.33, [])])               # nobody in both
     assert _same_person(before, [(20, 0.6, [b])])                          # nothing to compare
+
+
+def test_readers_respect_max_frames_and_step():
+    """Parts are cut from the frames that would be estimated: the first N (--max-frames), of
+    every k-th frame (a 60 fps clip at 30); too few for two parts of 30 frames -> one reader."""
+    pose = estimate_pose2d(VIDEOS / "cam03.mp4", "blazepose", workers=2, max_frames=64)
+    assert pose.extra["readers"] == 2 and list(pose.frames) == list(range(64))
+    half = estimate_pose2d(VIDEOS / "cam03.mp4", "blazepose", workers=2, step=2)
+    assert half.extra["readers"] == 1 and list(half.frames) == list(range(0, 100, 2))
+    np.testing.assert_allclose(half.time, np.arange(0, 100, 2) / 60.0, atol=1e-3)
