@@ -253,13 +253,15 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
     BlazePose, this many threads each follow the persons through one consecutive part of the video
     (at least ``min_chunk`` frames; MediaPipe and FFmpeg release the GIL); each part starts with
     a search for persons, and the tracker links the parts like any other frames.
-    ``candidates``: persons a search looks at before following the most prominent ones (when
-    fewer than that many can be followed: with ``max_people=1``, the main subject)."""
+    ``candidates``: with ``max_people=1``, persons a search looks at before following the one
+    that looks like the subject (else the most prominent); ignored when several are followed,
+    where every person found gets a slot."""
     choice = choice or resolve_backend(pose, cache)
     source = open_video(video)
     info = source.info
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
+    candidates = candidates if max_people == 1 else 1
     total = -(-info.n_frames // step) if info.n_frames else 0
     total = total if max_frames is None else min(max_frames, total or max_frames)
     vit = _ViTPoseOnBoxes(choice.weights, cache, device) if choice.backend == "vitpose" else None
