@@ -468,9 +468,12 @@ class Pipeline:
         plan = self.plan()
         if "ik" in plan:
             # IK worker processes are forked now, before the 2D stage starts its threads, and
-            # are ready (OpenSim imported) when IK comes; idle ones cost nothing.
+            # are ready (OpenSim imported) when IK comes; idle ones cost nothing. A warm-up
+            # thread of an earlier run in this process may still be importing: a fork must not
+            # copy a held import lock into the child.
             from opensim_bridge import ik_pool
 
+            _join_warm_up()
             ik_pool.prestart(self.cfg["ik"]["jobs"])
         self.outcomes = {n: StageOutcome(n, "pending") for n in plan}
         records = self._load_hashes()
@@ -676,8 +679,7 @@ class Pipeline:
         self.log(f"pose backend: {choice.label} ({choice.reason})")
         p = self.cfg["pose2d"]
         step = frame_step(self.inputs.video, p["max_fps"])
-        import threading
-        threading.Thread(target=_warm_up, name="kinevid-warm-up", daemon=True).start()
+        _start_warm_up()
         with self._bar("pose2d", "frames") as bar:
             pose = estimate_pose2d(self.inputs.video, p["pose"], person=p["person"],
                                    max_frames=p["max_frames"], max_people=p["max_people"],
@@ -984,6 +986,23 @@ def _registry() -> set[str]:
 def run_pipeline(out_dir, cfg: RunConfig, inputs: RunInputs, **kwargs) -> RunResult:
     """Build a :class:`Pipeline` and run it."""
     return Pipeline(out_dir, cfg, inputs, **kwargs).run()
+
+
+_WARM_UP: "threading.Thread | None" = None
+
+
+def _start_warm_up() -> None:
+    global _WARM_UP
+    import threading
+
+    if _WARM_UP is None or not _WARM_UP.is_alive():
+        _WARM_UP = threading.Thread(target=_warm_up, name="kinevid-warm-up", daemon=True)
+        _WARM_UP.start()
+
+
+def _join_warm_up(timeout: float = 60.0) -> None:
+    if _WARM_UP is not None:
+        _WARM_UP.join(timeout)
 
 
 def _warm_up() -> None:
