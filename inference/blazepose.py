@@ -21,7 +21,7 @@ around that person:
    for on the frame with the followed persons painted out: the full frame, then overlapping
    square tiles (small persons on wide frames), one new person per pass until a pass finds
    none or ``max_people`` are followed;
-   With ``candidates`` above the free slots, a pass looks for that many persons and follows
+   with ``candidates`` above the free slots, a pass looks for that many persons and follows
    the one that looks most like the person followed first (colour signature, see
    :mod:`inference.appearance`; ``reference`` may come from another reader), else the most
    prominent (keypoint-box diagonal x torso visibility), so a reader that follows one person
