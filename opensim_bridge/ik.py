@@ -24,8 +24,12 @@ guessed); unbounded, the solver follows them into impossible poses (a hip turned
 ankle at 140 deg) and then tracks from there. With limits the coordinates of every joint not
 attached to ground are clamped in the solver's state, so OpenSim solves a bounded problem
 (Simbody's L-BFGS-B). That optimiser stops by its own rule: the ``accuracy`` has little effect,
-the fit is ~1-2 mm RMS looser than the unbounded optimum and processes may disagree more at
-their hand-over on coordinates the markers barely determine; it is also about twice as fast.
+the fit is ~1-2 mm RMS looser than the unbounded optimum, and the answer depends on the path
+the solver took, so a run split over processes differs from a serial one: on the synthetic
+walk of tests/test_run_e2e.py by <= 1 deg on hip, knee and ankle but up to 114 deg on the wrist
+and forearm, which keypoints barely determine; on a noisy real video (Sports2D demo) by up to
+15 deg on a leg coordinate in some frames. ``jobs=1`` gives the serial answer; runs with the
+same number of processes agree with each other. It is also about twice as fast.
 
 Missing markers (NaN) are ignored at that frame by OpenSim's solver; per-frame confidence
 (``markers.confidence``) multiplies the marker's task weight at that frame.
