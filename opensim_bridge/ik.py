@@ -29,7 +29,9 @@ the solver took, so a run split over processes differs from a serial one: on the
 walk of tests/test_run_e2e.py by <= 1 deg on hip, knee and ankle but up to 114 deg on the wrist
 and forearm, which keypoints barely determine; on a noisy real video (Sports2D demo) by up to
 15 deg on a leg coordinate in some frames. ``jobs=1`` gives the serial answer; runs with the
-same number of processes agree with each other. It is also about twice as fast.
+same number of processes repeat exactly, because the frames are split before solving starts
+(the workers, started first, are waited for up to ``READY_WAIT_S``). It is also about twice as
+fast.
 
 Missing markers (NaN) are ignored at that frame by OpenSim's solver; per-frame confidence
 (``markers.confidence``) multiplies the marker's task weight at that frame.
@@ -61,6 +63,9 @@ from .timeseries import KeypointSeries
 MAX_ACCURACY = 1e-7
 #: A worker is given frames only if at least this many are left for it.
 MIN_WORKER_FRAMES = 8
+#: How long the solving waits for workers still building their solver (they normally take
+#: ~0.1 s, started while this process builds its own).
+READY_WAIT_S = 2.0
 
 OUTPUT_MOTION = "ik.mot"
 OUTPUT_ERRORS = "ik_marker_errors.sto"
@@ -155,11 +160,11 @@ def _raise_remote(kind: str, problem: str, path):
 class _Run:
     """Solve ``problem`` here and in the workers; fills ``self.q`` and ``self.sq``."""
 
-    def __init__(self, problem: IKProblem, solver: FrameSolver, workers, progress):
-        self.p, self.solver, self.workers, self.progress = problem, solver, workers, progress
+    def __init__(self, problem: IKProblem, workers, progress):
+        self.p, self.workers, self.progress = problem, workers, progress
         n = len(problem.time)
         self.n = n
-        self.q = np.full((n, len(solver.coordinates)), np.nan)
+        self.q = None
         self.sq = None
         self.done = 0
         self.end = n
@@ -181,11 +186,11 @@ class _Run:
         self.q[start:start + len(q)] = q
         self.sq[start:start + len(sq)] = sq
 
-    def _pump(self, block: bool):
+    def _pump(self, block: bool, timeout: float | None = None):
         live = [w for w, st in self.state.items() if st in ("setup", "busy")]
         if not live:
             return
-        for conn in _wait([w.conn for w in live], timeout=None if block else 0):
+        for conn in _wait([w.conn for w in live], timeout=(timeout if block else 0)):
             w = next(x for x in live if x.conn is conn)
             try:
                 msg = conn.recv()
@@ -231,11 +236,23 @@ class _Run:
         self.ranges[w] = (start, stop)
         self.state[w] = "busy"
 
-    def run(self):
+    def start_workers(self):
         for w in self.workers:
             if w.send(("run", self.run_id, self.p)):
                 self.state[w] = "setup"
-        s = self.solver
+
+    def run(self, solver: FrameSolver):
+        self.solver = s = solver
+        self.q = np.full((self.n, len(solver.coordinates)), np.nan)
+        # Workers that are about ready are waited for (briefly), so that the frames are split
+        # at the start: the same split every run, whatever the timing (with joint limits the
+        # answer depends on where a process starts; see the module documentation).
+        deadline = _time.perf_counter() + READY_WAIT_S
+        while any(st == "setup" for st in self.state.values()):
+            left = deadline - _time.perf_counter()
+            if left <= 0:
+                break
+            self._pump(block=True, timeout=left)
         s.begin(0)
         while self.k < self.end:
             self._pump(block=False)
@@ -316,11 +333,12 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
                         float(constraint_weight), float(accuracy),
                         limited_coordinates(osim_model) if joint_limits else ())
 
-    solver = FrameSolver(problem)
     n = len(sel)
     use = [wk for wk in workers] if n >= 2 * MIN_WORKER_FRAMES + WARMUP_FRAMES else []
-    runner = _Run(problem, solver, use, progress)
-    handoff = runner.run()
+    runner = _Run(problem, use, progress)
+    runner.start_workers()          # they build their solvers while this process builds its own
+    solver = FrameSolver(problem)
+    handoff = runner.run(solver)
 
     # ---------------------------------------------------------------- tables
     rot = np.array([c.getMotionType() == 1 for c in solver.coordinates])

@@ -386,3 +386,27 @@ def test_limited_coordinates_skip_locked_coupled_and_ground_joints():
     names = set(limited_coordinates(raj))
     assert {"knee_angle_r", "hip_flexion_l", "elbow_flex_r", "lumbar_extension"} <= names
     assert not names & {"pelvis_tilt", "pelvis_tx", "knee_angle_r_beta", "mtp_angle_r"}
+
+
+def test_joint_limited_parallel_runs_repeat_exactly(tmp_path):
+    """With joint limits the answer depends on where a process starts solving, so the frames
+    must be split the same way every run: two parallel runs give identical coordinates."""
+    from opensim_bridge.builtin_model import write_builtin_model
+    from opensim_bridge.osim_model import load_model
+
+    model = write_builtin_model(tmp_path / "m.osim", height=1.75, mass=70)
+    rng = np.random.default_rng(3)
+    poses = []
+    for k in range(40):
+        s = k / 39
+        poses.append({"pelvis_ty": 0.95, "knee_angle_r": np.radians(10 + 50 * s),
+                      "hip_flexion_l": np.radians(30 * np.sin(4 * s)),
+                      "elbow_flex_l": np.radians(40 + 30 * s),
+                      "arm_rot_r": np.radians(20 * np.cos(3 * s))})
+    markers = _builtin_markers(load_model(model), poses)
+    noisy = markers.copy()
+    noisy.data = markers.data + rng.normal(0, 0.02, markers.data.shape)   # 2 cm: keypoint-like
+    a = run_ik(model, noisy, None, tmp_path / "a", jobs=2, joint_limits=True)
+    b = run_ik(model, noisy, None, tmp_path / "b", jobs=2, joint_limits=True)
+    assert a.jobs == b.jobs == 2
+    np.testing.assert_array_equal(a.coordinates.data, b.coordinates.data)
