@@ -21,6 +21,8 @@ def run_pose2d(args: argparse.Namespace) -> int:
     from inference.pose2d_run import estimate_pose2d, resolve_backend
     from inference.progress import ProgressBar
 
+    if args.readers < 1:
+        raise InputError(f"--readers must be >= 1, got {args.readers}")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     video = Path(args.video)
@@ -34,7 +36,7 @@ def run_pose2d(args: argparse.Namespace) -> int:
     with ProgressBar("pose2d", unit="frames") as bar:
         pose = estimate_pose2d(video, args.pose, person=args.person, max_frames=args.max_frames,
                                max_people=args.max_people, device=args.device, progress=bar.update,
-                               choice=choice)
+                               choice=choice, workers=args.readers)
     out.mkdir(parents=True, exist_ok=True)
     npz, sidecar = pose.write(out / "pose2d.npz")
     present = pose.present()
@@ -72,6 +74,8 @@ def add_pose2d_parser(subparsers) -> argparse.ArgumentParser:
                    help="track id of the subject (default: the longest, best-visible track)")
     p.add_argument("--max-frames", type=int, metavar="N", help="process only the first N frames")
     p.add_argument("--max-people", type=int, default=4, help="persons followed at once (default 4)")
+    p.add_argument("--readers", type=int, default=2,
+                   help="BlazePose threads, each over one part of the video (default 2)")
     p.add_argument("--device", default="auto", help="ViTPose device: auto, cpu, cuda, mps (default auto)")
     p.add_argument("--no-overlay", action="store_true", help="do not write pose2d_overlay.mp4")
     p.set_defaults(func=run_pose2d)
