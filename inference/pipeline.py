@@ -451,6 +451,7 @@ class Pipeline:
             "settings_sources": {k: v for k, v in self.cfg.sources.items() if v != "default"},
             "stages": [o.to_json() for o in self.outcomes.values()],
             "total_wall_s": round(sum(o.wall_s for o in self.outcomes.values()), 3),
+            **self._real_time(),
             "warnings": self.warnings,
             "quality": quality or {},
             "error": self.error,
@@ -461,6 +462,23 @@ class Pipeline:
             json.dump(doc, fh, indent=2, default=_json_default)
             fh.write("\n")
         return self.out / RUN_JSON
+
+    _video_fps: float | None = None
+
+    def _real_time(self) -> dict:
+        """Seconds of video the 2D stage covered and the run's real-time factor (all stage
+        wall times over that duration), once the 2D stage has run on a video."""
+        info = self.outcomes.get("pose2d")
+        if self.inputs.video is None or info is None or not info.info.get("frames"):
+            return {}
+        if self._video_fps is None:
+            from .video import open_video
+
+            self._video_fps = open_video(self.inputs.video).info.fps or 30.0
+        seconds = info.info["frames"] * (info.info.get("step") or 1) / self._video_fps
+        wall = sum(o.wall_s for o in self.outcomes.values())
+        return {"video_s": round(seconds, 3),
+                "real_time_factor": round(wall / seconds, 3) if seconds > 0 else None}
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunResult:

@@ -232,6 +232,10 @@ def test_light_tier_end_to_end(tmp_path):
     assert "overlay" not in stages or stages["overlay"]["status"] != "ran"
     p2d = stages["pose2d"]["info"]
     assert p2d["step"] == 2 and p2d["frames"] == 50
+    # 50 frames, every 2nd of a 60 fps clip: 100/60 s of video, and the factor is wall / that
+    assert run["video_s"] == pytest.approx(100 / 60, abs=1e-3)
+    assert run["real_time_factor"] == pytest.approx(run["total_wall_s"] / run["video_s"],
+                                                    rel=1e-2)
     ik = read_table(out / "ik.mot")
     assert np.median(np.diff(ik.time)) == pytest.approx(1 / 30, abs=1e-6)
     assert stages["ik"]["info"]["joint_limits"]

@@ -123,6 +123,10 @@ def run_command(args: argparse.Namespace) -> int:
               f"worst frame {q['ik_marker_rms_mm']['max']:.1f} mm")
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    doc = read_run_json(out)
+    if doc.get("real_time_factor") is not None:
+        print(f"time: {doc['total_wall_s']:.1f} s for {doc['video_s']:.1f} s of video "
+              f"(real-time factor {doc['real_time_factor']:.2f})")
     print(f"wrote {result.run_json}")
     return 0
 
