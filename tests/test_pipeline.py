@@ -299,6 +299,10 @@ def test_tier_is_a_preset_under_the_file_and_the_options(tmp_path):
     recorded = settings_dict(mixed)
     resumed = config_from_args(parser.parse_args(["run", "-o", "out", "--resume"]), recorded)
     assert resumed["pose2d"]["overlay"] is True and resumed["run"]["tier"] == "light"
+    # the command line's tier wins over the file's, preset and label alike
+    toml.write_text('[run]\ntier = "light"\n')
+    std2 = cfg("--config", str(toml), "--tier", "standard")
+    assert std2["run"]["tier"] == "standard" and std2["pose2d"]["max_fps"] is None
     with pytest.raises(SystemExit):
         cfg("--tier", "fastest")
 

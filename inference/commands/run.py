@@ -42,6 +42,9 @@ def _overrides(args: argparse.Namespace) -> dict:
         "lift.lifter": args.lifter, "lift.focal_px": args.focal_px, "lift.fov_deg": args.fov,
         "lift.trust": True if args.trust else None,
         "ik.jobs": args.jobs,
+        # the tier's preset is applied under the config file (config_from_args); this records
+        # it last, so a file's [run] tier cannot relabel a run the command line gave a tier
+        "run.tier": getattr(args, "tier", None),
         "pose2d.overlay": False if args.no_overlay else None,
         "output.blender": False if args.no_blender else None,
         "output.c3d": False if args.no_c3d else None,
