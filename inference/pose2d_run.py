@@ -297,7 +297,9 @@ def estimate_pose2d(video: str | os.PathLike, pose: str = "auto", *, person: int
 
         def read(kw, seed=None, first=False):
             try:
-                return _people_in(open_video(video), kw, max_people, detect_every, candidates,
+                # one source for every reader: frames() opens its own decoder per call, and
+                # the frame-time table the seeks need is read once
+                return _people_in(source, kw, max_people, detect_every, candidates,
                                   vit, tick, seed, reference=None if first else
                                   (lambda: look.get(timeout=120.0)),
                                   on_reference=look.set if first else None)

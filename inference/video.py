@@ -256,7 +256,7 @@ class VideoSource:
             k = self._k
             table = None
             if seek_to is not None and tb is not None:
-                table = self._timestamp_table()
+                table = self.timestamps()
                 # backward=True: the key frame at or before the target, so no frame is lost.
                 container.seek(int(self._start_pts + seek_to / float(tb)), stream=stream,
                                backward=True, any_frame=False)
@@ -306,16 +306,18 @@ class VideoSource:
         finally:
             container.close()
 
-    def _timestamp_table(self) -> np.ndarray:
-        if getattr(self, "_table", None) is None:
-            self._table = self.timestamps()
-        return self._table
-
     def timestamps(self) -> np.ndarray:
         """Times (s) of every frame, read from the packets without decoding the pictures.
 
         Packets carry presentation times in decode order, so they are sorted; the result equals
-        the times :meth:`frames` yields for a sound file (cheap way to build a frame timeline)."""
+        the times :meth:`frames` yields for a sound file (cheap way to build a frame timeline).
+        Read once per source (read-only array): seeking readers of one source share it."""
+        if getattr(self, "_table", None) is None:
+            self._table = self._read_timestamps()
+            self._table.setflags(write=False)
+        return self._table
+
+    def _read_timestamps(self) -> np.ndarray:
         if self._images is not None:
             return np.arange(len(self._images)) / self.info.fps
         container = self._open_container()
