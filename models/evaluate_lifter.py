@@ -15,7 +15,9 @@ as a fraction of the person's 2D height (per-coordinate standard deviation of th
 * ``3%`` and ``5%``: the same with more jitter.
 
 Metrics: MPJPE (mean Euclidean distance of root-relative points, mm) and P-MPJPE (after a
-per-frame similarity Procrustes alignment), per joint and overall; no test-time flip.
+per-frame similarity Procrustes alignment), per joint and overall. The lifter runs as
+``kinevid lift``/``kinevid run`` run it: with test-time flip augmentation (``--no-flip``: without;
+the overall figures are printed both ways).
 """
 from __future__ import annotations
 
@@ -70,9 +72,23 @@ def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict(model, x: np.ndarray, batch: int = 2048) -> np.ndarray:
-    out = [model(torch.from_numpy(x[i:i + batch]))[:, 0].numpy() for i in range(0, len(x), batch)]
+def predict(model, x: np.ndarray, batch: int = 2048, flip=None) -> np.ndarray:
+    """Centre-frame poses of windows ``x``; ``flip``: (input permutation, output permutation)
+    for test-time flip augmentation as inference does it, or None."""
+    from models.lift_infer import lift_windows
+    perm, out_perm = flip if flip is not None else (None, None)
+    out = [lift_windows(model, x[i:i + batch], perm, out_perm) for i in range(0, len(x), batch)]
     return np.concatenate(out)
+
+
+def flip_permutations(model, spec):
+    """(input rows, output markers) left/right permutations for test-time flip of a kinevid
+    lifter, as :func:`models.lift_infer.lift_sequence` uses them (extra context rows stay)."""
+    from inference.layouts import get_layout
+    from models.lift_infer import mirror_permutation
+    flip = list(get_layout(spec.input_layout).flip_index)
+    return (flip + list(range(len(flip), model.num_joints_in)),
+            list(mirror_permutation(spec.output_names)))
 
 
 def _io(spec) -> dict:
@@ -83,12 +99,14 @@ def _io(spec) -> dict:
 
 
 def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
-             levels=LEVELS, height: float = 1.75, spec=None) -> dict:
+             levels=LEVELS, height: float = 1.75, spec=None, flip: bool = False) -> dict:
     """{level: {"mpjpe": (J,), "pmpjpe": (J,), "groups": {group: (mpjpe, pmpjpe)}}} in mm.
 
     A lifter predicting in units of height is scaled by the subject's true height (as
-    inference scales by the height the user gives)."""
+    inference scales by the height the user gives). ``flip``: test-time flip augmentation, as
+    ``kinevid lift``/``kinevid run`` use it (needs ``spec``)."""
     io = _io(spec)
+    perms = flip_permutations(model, spec) if flip else None
     window = model.receptive_field()
     wins, groups = [], []
     for c in clips:
@@ -105,7 +123,7 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
         x, y, ok = D.make_pairs(rng, world, H, sigma=spec.sigma, spec=spec, cams=cams,
                                 return_valid=True, **io)
         x, y, g = x[ok], y[ok], groups[ok]
-        p = predict(model, x)
+        p = predict(model, x, flip=perms)
         if io["output_units"] == "height":
             p, y = p * height, y * height
         e = np.linalg.norm(p - y, axis=-1) * 1000
@@ -118,12 +136,13 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
 
 
 def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
-                  height: float = 1.75, spec=None) -> dict[str, float]:
+                  height: float = 1.75, spec=None, flip: bool = False) -> dict[str, float]:
     """MPJPE (mm, realistic noise) where a sequence ends: windows from inside the clips, as
     they are, and with the 2D of every frame after (or before) the centre replaced by the
     centre frame's, as inference pads the last (or first) frame of a sequence (missing
     points filled first, as inference fills them)."""
     io = _io(spec)
+    perms = flip_permutations(model, spec) if flip else None
     window = model.receptive_field()
     half = window // 2
     world = np.concatenate([clip_windows(c, window, stride=stride) for c in clips]) * height
@@ -142,7 +161,7 @@ def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
         if name != "inside":
             u[:, cut] = u[:, half:half + 1]
             c[:, cut] = c[:, half:half + 1]
-        p = predict(model, D.model_input(u, c, w, h, io["normalisation"]))
+        p = predict(model, D.model_input(u, c, w, h, io["normalisation"]), flip=perms)
         yy = y
         if io["output_units"] == "height":
             p, yy = p * height, y * height
@@ -166,7 +185,7 @@ def canonical_name(marker: str) -> str:
 
 
 def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
-                     spec: D.NoiseSpec | None = None, lifter=None) -> dict:
+                     spec: D.NoiseSpec | None = None, lifter=None, flip: bool = False) -> dict:
     """Camera-frame root trajectory error over one held-out clip with one static camera.
 
     The lifted root-relative pose (every frame, ends padded), the noisy 2D, the true focal
@@ -195,7 +214,7 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
     io = _io(lifter)
     x, _, (uv, cf) = D.make_pairs(rng, world_all, np.full(T, height), sigma=spec.sigma, spec=spec,
                                   cams=cams, return_2d=True, **io)
-    pose = predict(model, x)                                           # (T, 30, 3)
+    pose = predict(model, x, flip=flip_permutations(model, lifter) if flip else None)  # (T, 30, 3)
     if io["output_units"] == "height":
         pose = pose * height
     # the 2D of the centre frames (pixels) for the markers a HALPE-26 detector also sees
@@ -245,14 +264,21 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="models/weights/kinevid_lifter.pt")
     ap.add_argument("--stride", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="OpenSim held-out trials only (no CMU)")
+    ap.add_argument("--no-flip", dest="flip", action="store_false",
+                    help="without test-time flip augmentation (inference uses it)")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     model, lifter = load(a.weights)
     _, held = D.split_clips(D.build_clips(include_cmu=not a.quick, log=lambda s: None))
     print(f"lifter {a.weights}: receptive field {model.receptive_field()}, "
           f"{len(held)} held-out clips: {', '.join(sorted({c.group for c in held}))}")
-    report(evaluate(model, held, stride=a.stride, spec=lifter))
-    ends = sequence_ends(model, held, stride=a.stride, spec=lifter)
+    print("test-time flip: " + ("on, as kinevid lift/run use it" if a.flip else "off"))
+    report(evaluate(model, held, stride=a.stride, spec=lifter, flip=a.flip))
+    if a.flip:
+        other = evaluate(model, held, stride=a.stride, spec=lifter, flip=False)
+        print("\nwithout test-time flip, overall MPJPE / P-MPJPE (mm): " + ", ".join(
+            f"{n} {r['mpjpe'].mean():.1f}/{r['pmpjpe'].mean():.1f}" for n, r in other.items()))
+    ends = sequence_ends(model, held, stride=a.stride, spec=lifter, flip=a.flip)
     print(f"\nsequence ends ({REALISTIC} noise; windows padded by repeating the end frame, as "
           "inference pads): MPJPE " + ", ".join(f"{k} {v:.1f}" for k, v in ends.items()) + " mm")
     print("\nroot trajectory (camera frame, no alignment; 1.5% noise; inference.trajectory "
@@ -261,7 +287,7 @@ def main(argv=None) -> int:
                                                             or "walking4" in c.name)]
     walks += [c for c in held if c.group == "cmu:35"]
     for c in walks:
-        t = trajectory_error(model, c, lifter=lifter)
+        t = trajectory_error(model, c, lifter=lifter, flip=a.flip)
         print(f"  {c.name:55s} {t['frames']:4d} frames at {t['distance_m']:.1f} m: "
               f"mean {100 * t['mean_m']:.1f} cm, median {100 * t['median_m']:.1f} cm "
               f"(scale {t['scale']:.3f})")

@@ -175,6 +175,23 @@ def _single_frame_model(model):
 
 
 @torch.inference_mode()
+def lift_windows(net, x: np.ndarray, input_perm: Sequence[int] | None = None,
+                 output_flip: Sequence[int] | None = None) -> np.ndarray:
+    """Normalised windows (N, rf, J_in, F) -> the centre frames' poses (N, J_out, 3) by a
+    single-frame network; with ``output_flip`` (and ``input_perm``, the input rows'
+    left/right permutation), averaged with the mirrored windows' mirrored poses (test-time
+    flip: x negated, left and right swapped, both ways)."""
+    out = net(torch.from_numpy(x))[:, 0].numpy()
+    if output_flip is None:
+        return out
+    m = x[:, :, list(input_perm)].copy()
+    m[..., 0] *= -1.0
+    back = net(torch.from_numpy(m))[:, 0].numpy()[:, list(output_flip)]
+    back[..., 0] *= -1.0
+    return 0.5 * (out + back)
+
+
+@torch.inference_mode()
 def run_window_lifter(model, keypoints: np.ndarray, confidence: np.ndarray | None,
                       video_size: tuple[int, int], *, input_root_index: int, flip: bool = True,
                       input_flip: Sequence[int] | None = None,
@@ -207,14 +224,7 @@ def run_window_lifter(model, keypoints: np.ndarray, confidence: np.ndarray | Non
         win = np.moveaxis(sliding_window_view(xy_p[start: stop + rf - 1], rf, axis=0), -1, 1)
         cw = np.moveaxis(sliding_window_view(conf_p[start: stop + rf - 1], rf, axis=0), -1, 1)
         x = person_window(win, cw, w, h, input_root_index)
-        out = net(torch.from_numpy(x))[:, 0].numpy()
-        if flip:
-            m = x[:, :, in_perm].copy()
-            m[..., 0] *= -1.0
-            back = net(torch.from_numpy(m))[:, 0].numpy()[:, list(output_flip)]
-            back[..., 0] *= -1.0
-            out = 0.5 * (out + back)
-        parts.append(out)
+        parts.append(lift_windows(net, x, in_perm, output_flip if flip else None))
     pred = np.concatenate(parts)
     if root_index is not None:
         pred = pred - pred[:, root_index: root_index + 1]

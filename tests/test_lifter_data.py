@@ -172,3 +172,23 @@ def test_edge_windows_are_padded_like_inference(clips):
                           edge_fraction=0.1)
     w, _ = mixed.windows(2000, fps=30.0)
     assert 0.05 < repeats(w).mean() < 0.15
+
+
+def test_batch_stream_gives_the_serial_batches_in_order(clips):
+    """Training makes its batches in a forked process; they must be the very batches (and
+    order) a serial loop over the same seeded sampler draws, so a training run repeats."""
+    from models.train_lifter import BatchStream
+
+    train, _ = D.split_clips(clips)
+    serial = D.PairSampler(train, 27, seed=5)
+    want = [serial.batch(16) for _ in range(4)]
+    stream = BatchStream(D.PairSampler(train, 27, seed=5), 16, 4, ahead=2)
+    try:
+        got = [stream.next() for _ in range(4)]
+        with pytest.raises(StopIteration):
+            stream.next()
+    finally:
+        stream.close()
+    for (xw, yw), (xg, yg) in zip(want, got):
+        np.testing.assert_array_equal(xg, xw)
+        np.testing.assert_array_equal(yg, yw)

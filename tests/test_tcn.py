@@ -110,6 +110,51 @@ def test_optimized_1f_matches_full_model(causal, rf):
     torch.testing.assert_close(one(x), full(x), rtol=1e-5, atol=1e-5)
 
 
+def _strided_conv_reference(m: TemporalModelOptimized1f, x: torch.Tensor) -> torch.Tensor:
+    """The 1f model's maths written with Conv1d (stride = width), as in the original code."""
+    n, t = x.shape[:2]
+    h = x.reshape(n, t, -1).permute(0, 2, 1)
+    h = m.drop(m.relu(m.expand_bn(m.expand_conv(h))))
+    for i in range(len(m.pad) - 1):
+        w = m.filter_widths[i + 1]
+        res = h[:, :, m.causal_shift[i + 1] + w // 2:: w]
+        h = m.drop(m.relu(m.layers_bn[2 * i](m.layers_conv[2 * i](h))))
+        h = res + m.drop(m.relu(m.layers_bn[2 * i + 1](m.layers_conv[2 * i + 1](h))))
+    return m.shrink(h).permute(0, 2, 1).reshape(n, -1, m.num_joints_out, 3)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("windows", [1, 3])
+def test_optimized_1f_matrix_form_equals_strided_convolutions(causal, windows):
+    """Training mode too: BatchNorm sees the same samples, so outputs and gradients agree."""
+    torch.manual_seed(2)
+    m = TemporalModelOptimized1f(17, 3, 17, (3, 3, 3), causal=causal, dropout=0.0, channels=32)
+    x = torch.randn(8, 27 * windows, 17, 3)
+    m.train()
+    fast = m(x)
+    assert fast.shape == (8, windows, 17, 3)
+    grad_fast = torch.autograd.grad(fast.square().sum(), m.expand_conv.weight)[0]
+    m.train()
+    ref = _strided_conv_reference(m, x)
+    grad_ref = torch.autograd.grad(ref.square().sum(), m.expand_conv.weight)[0]
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_fast, grad_ref, rtol=1e-3, atol=1e-4)
+    m.eval()
+    torch.testing.assert_close(m(x), _strided_conv_reference(m, x), rtol=1e-5, atol=1e-5)
+
+
+def test_optimized_1f_under_bfloat16_autocast_stays_close():
+    torch.manual_seed(3)
+    m = _randomise_bn(TemporalModelOptimized1f(17, 3, 17, (3, 3, 3), channels=64)).eval()
+    x = torch.randn(16, 27, 17, 3)
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(x)
+    assert low.dtype == torch.bfloat16
+    err = (low.float() - ref).abs().max() / ref.abs().max()
+    assert err < 0.05, err
+
+
 def _official_checkpoint(path: Path, model) -> str:
     # as the original run.py saves: optimizer state and bookkeeping beside 'model_pos'
     torch.save({"epoch": 80, "lr": 1e-5, "model_pos": model.state_dict(),
