@@ -177,11 +177,13 @@ def main(argv=None) -> int:
     depth = np.abs(est[ok][..., 2] - ref[ok][..., 2]).mean() * 1000
     lateral = np.abs(est[ok][..., :2] - ref[ok][..., :2]).mean() * 1000
     root_dist = np.linalg.norm(est_root - ref_root, axis=-1)[ok]
+    root_depth = (est_root - ref_root)[ok, 2]
     print(f"monocular {a.view} (kinevid run: lift + placement + back-projection) vs the "
           f"triangulation, {ok.sum()} frames, root-relative, camera frame:")
     print(f"  MPJPE {e.mean():.1f} mm, P-MPJPE {pa.mean():.1f} mm; mean |error| x/y {lateral:.1f} mm, "
           f"depth {depth:.1f} mm; root position error median {100 * np.median(root_dist):.1f} cm "
-          f"at {np.median(np.linalg.norm(ref_root[ok], axis=-1)):.1f} m")
+          f"at {np.median(np.linalg.norm(ref_root[ok], axis=-1)):.1f} m (of it along the "
+          f"optical axis: median {100 * np.median(root_depth):+.1f} cm, + = placed too far)")
     print(f"  {'joint':<18} MPJPE  P-MPJPE (mm)")
     for j, n in enumerate(JOINTS):
         print(f"  {n:<18} {e[:, j].mean():6.1f} {pa[:, j].mean():6.1f}")
