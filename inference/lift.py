@@ -107,6 +107,28 @@ def _conf_for_outputs(pose_layout: str, conf: np.ndarray, out_names) -> np.ndarr
     return out
 
 
+def load_lifter_for_inference(lifter="kinevid", *, cache=None, trust: bool = False):
+    """(network, spec) for inference: kinevid's own (``person_window``) lifters run in numpy
+    (:mod:`models.lifter_numpy`: the same answer without importing PyTorch, about a second of a
+    cold start on 2 cores); VideoPose3D-style lifters, or a file the numpy reader cannot take,
+    load through PyTorch (:func:`models.lifter_registry.load_lifter`)."""
+    from models.checkpoints import CheckpointError
+    from models.lifter_registry import LIFTER_REGISTRY, LifterSpec, load_lifter
+
+    if isinstance(lifter, LifterSpec):
+        known = lifter
+    else:
+        known = LIFTER_REGISTRY.get(lifter) if isinstance(lifter, str) else None
+    # a shipped file's meta says how it normalises; the official VideoPose3D entries need torch
+    if known is None or known.file or known.normalisation == "person_window":
+        from models.lifter_numpy import load_numpy_lifter
+        try:
+            return load_numpy_lifter(lifter, cache=cache, trust=trust)
+        except CheckpointError:
+            pass   # PyTorch's loader takes it, or says what is wrong with it
+    return load_lifter(lifter, cache=cache, trust=trust)
+
+
 def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
                 focal_px: float | None = None, fov_deg: float | None = None,
                 subject: int | None = None, trust: bool = False, cache=None, flip: bool = True,
@@ -114,7 +136,6 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
                 reproject: float = 1.0) -> LiftResult:
     """Lift one person of ``pose`` to a metric 3D world trajectory (nothing is written)."""
     from models.lift_infer import lift_sequence
-    from models.lifter_registry import load_lifter
 
     if not 0.5 < height < 2.6:
         raise InputError(f"height {height} m is not a plausible human stature", pose.source)
@@ -125,7 +146,7 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
                          "coordinates", pose.source)
     pid = select_subject(pose, subject)
     if model is None or spec is None:
-        model, spec = load_lifter(lifter, cache=cache, trust=trust)
+        model, spec = load_lifter_for_inference(lifter, cache=cache, trust=trust)
     series2d = pose.tracks[pid]
     kp, conf = series2d.data, series2d.weights()
     present = np.isfinite(kp).all(-1).any(-1)

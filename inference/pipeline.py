@@ -98,7 +98,8 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "overlay": ("overlay video", ("inference.overlay", "inference.video")),
     "lift": ("3D keypoints", ("inference.lift", "inference.trajectory", "inference.confidence3d",
                               "inference.layouts", "models.lift_infer", "models.tcn",
-                              "models.lifter_registry", "opensim_bridge.trc")),
+                              "models.lifter_registry", "models.lifter_numpy",
+                              "opensim_bridge.trc")),
     "scale": ("scaled model", ("opensim_bridge.keypoint_scaling", "opensim_bridge.keypoint_maps",
                                "opensim_bridge.builtin_model", "opensim_bridge.anthropometry",
                                "opensim_bridge.scaling", "opensim_bridge.filters")),
@@ -1024,11 +1025,12 @@ def _join_warm_up(timeout: float = 60.0) -> None:
 
 
 def _warm_up() -> None:
-    """Import what the later stages need while the 2D stage runs (torch, OpenSim, SciPy's
-    filters: ~2 s of a cold start otherwise spent between stages)."""
+    """Import what the later stages need while the 2D stage runs (OpenSim, SciPy's filters:
+    ~1 s of a cold start otherwise spent between stages). Not PyTorch: kinevid's own lifter
+    runs in numpy, and a run that lifts with a VideoPose3D model imports it in its lift stage."""
     import importlib
 
-    for name in ("scipy.signal", "torch", "models.lift_infer", "opensim",
+    for name in ("scipy.signal", "models.lift_infer", "models.lifter_numpy", "opensim",
                  "opensim_bridge.ik", "opensim_bridge.keypoint_scaling",
                  "opensim_bridge.grf_estimate", "opensim_bridge.inverse_dynamics"):
         try:

@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 __all__ = [
     "fill_missing",
@@ -118,7 +117,6 @@ def prepare_input(keypoints: np.ndarray, confidence: np.ndarray | None, video_si
     return np.concatenate([xy, conf[..., None]], axis=-1).astype(np.float32)
 
 
-@torch.inference_mode()
 def run_lifter(model, inputs: np.ndarray, *, flip: bool = True,
                input_flip: Sequence[int] | None = None, output_flip: Sequence[int] | None = None,
                root_index: int | None = 0, chunk: int = 1024) -> np.ndarray:
@@ -138,13 +136,16 @@ def run_lifter(model, inputs: np.ndarray, *, flip: bool = True,
         mirrored = padded[:, list(input_flip)].copy()
         mirrored[..., 0] *= -1.0
         seqs.append(mirrored)
+    import torch
+
     batch = torch.from_numpy(np.stack(seqs))            # (1 or 2, T + rf - 1, J, F)
     rf = model.receptive_field()
     chunk = max(1, int(chunk))
     parts = []
-    for start in range(0, n_frames, chunk):
-        stop = min(n_frames, start + chunk)
-        parts.append(model(batch[:, start: stop + rf - 1]).numpy())
+    with torch.inference_mode():
+        for start in range(0, n_frames, chunk):
+            stop = min(n_frames, start + chunk)
+            parts.append(model(batch[:, start: stop + rf - 1]).numpy())
     out = np.concatenate(parts, axis=1)                  # (1 or 2, T, J_out, 3)
     if flip:
         back = out[1][:, list(output_flip)].copy()
@@ -158,7 +159,12 @@ def run_lifter(model, inputs: np.ndarray, *, flip: bool = True,
 
 
 def _single_frame_model(model):
-    """The strided single-frame variant sharing ``model``'s weights (built once, kept on it)."""
+    """The strided single-frame variant sharing ``model``'s weights (built once, kept on it);
+    a :class:`models.lifter_numpy.NumpyLifter` is one already."""
+    from models.lifter_numpy import NumpyLifter
+
+    if isinstance(model, NumpyLifter):
+        return model
     from models.tcn import TemporalModelOptimized1f
 
     if isinstance(model, TemporalModelOptimized1f):
@@ -174,24 +180,38 @@ def _single_frame_model(model):
     return opt
 
 
-@torch.inference_mode()
 def lift_windows(net, x: np.ndarray, input_perm: Sequence[int] | None = None,
                  output_flip: Sequence[int] | None = None) -> np.ndarray:
     """Normalised windows (N, rf, J_in, F) -> the centre frames' poses (N, J_out, 3) by a
-    single-frame network; with ``output_flip`` (and ``input_perm``, the input rows'
-    left/right permutation), averaged with the mirrored windows' mirrored poses (test-time
-    flip: x negated, left and right swapped, both ways)."""
-    out = net(torch.from_numpy(x))[:, 0].numpy()
+    single-frame network (torch, or a :class:`models.lifter_numpy.NumpyLifter`); with
+    ``output_flip`` (and ``input_perm``, the input rows' left/right permutation), averaged with
+    the mirrored windows' mirrored poses (test-time flip: x negated, left and right swapped,
+    both ways)."""
+    run = _window_runner(net)
+    out = run(x)
     if output_flip is None:
         return out
     m = x[:, :, list(input_perm)].copy()
     m[..., 0] *= -1.0
-    back = net(torch.from_numpy(m))[:, 0].numpy()[:, list(output_flip)]
+    back = run(m)[:, list(output_flip)]
     back[..., 0] *= -1.0
     return 0.5 * (out + back)
 
 
-@torch.inference_mode()
+def _window_runner(net):
+    """x (N, rf, J, F) float32 -> (N, J_out, 3) numpy, for either kind of network."""
+    from models.lifter_numpy import NumpyLifter
+
+    if isinstance(net, NumpyLifter):
+        return lambda x: net(x)[:, 0]
+    import torch
+
+    def run(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))[:, 0].numpy()
+    return run
+
+
 def run_window_lifter(model, keypoints: np.ndarray, confidence: np.ndarray | None,
                       video_size: tuple[int, int], *, input_root_index: int, flip: bool = True,
                       input_flip: Sequence[int] | None = None,
