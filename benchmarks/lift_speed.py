@@ -5,6 +5,8 @@ shipped kinevid file is used when present. Times :func:`models.lift_infer.lift_s
 pixels (normalisation, edge padding, flip test on and off; one dilated pass for VideoPose3D's
 screen normalisation, window by window for kinevid's person-window input) on a sequence of N
 frames of a person walking across a 1920x1080 image; prints one line per lifter and setting.
+kinevid's own lifter is timed twice: in PyTorch and in numpy (:mod:`models.lifter_numpy`, what
+``kinevid run`` uses), with the time each takes to load.
 
     python benchmarks/lift_speed.py [--frames 600] [--threads 2]
 """
@@ -26,12 +28,28 @@ from models.lifter_registry import LIFTER_REGISTRY, REPO_ROOT, build_lifter, loa
 
 
 def _models():
+    from models.lifter_numpy import load_numpy_lifter
+
     for name, spec in LIFTER_REGISTRY.items():
         if spec.file and (REPO_ROOT / spec.file).is_file():
+            t0 = time.perf_counter()
             model, spec = load_lifter(name, quiet=True)
-            yield name + " (shipped weights)", model, spec
+            t1 = time.perf_counter()
+            yield f"{name} torch (load {t1 - t0:.2f} s)", model, spec
+            t0 = time.perf_counter()
+            model, spec = load_numpy_lifter(name)
+            t1 = time.perf_counter()
+            yield f"{name} numpy (load {t1 - t0:.2f} s)", model, spec
         else:
             yield name + " (random weights)", build_lifter(spec).eval(), spec
+
+
+def _params(model) -> float:
+    """Millions of parameters (the numpy network's folded matrices count the same weights)."""
+    if hasattr(model, "parameters"):
+        return sum(p.numel() for p in model.parameters()) / 1e6
+    mats = [model._expand, model._shrink] + [m for block in model._blocks for m in block]
+    return sum(a.size + b.size for a, b in mats) / 1e6
 
 
 def main(argv=None) -> int:
@@ -45,7 +63,7 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.frames} frames")
     rng = np.random.default_rng(0)
     for label, model, spec in _models():
-        params = sum(p.numel() for p in model.parameters()) / 1e6
+        params = _params(model)
         lay = get_layout(spec.input_layout)
         # a skeleton-sized cloud of points drifting across the image, with some jitter
         base = rng.normal(0, 120, (lay.n, 2))
@@ -61,7 +79,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 run(args.frames, flip)
                 best = min(best, time.perf_counter() - t0)
-            print(f"{label:<34} rf {spec.receptive_field:>3} {params:5.1f} M params  "
+            print(f"{label:<36} rf {spec.receptive_field:>3} {params:5.1f} M params  "
                   f"{spec.normalisation:<13} flip {'on ' if flip else 'off'}  "
                   f"{args.frames / best:8.1f} frames/s")
     return 0

@@ -179,15 +179,17 @@ class NumpyLifter:
             res = h[:, (w - 1 if self.causal else w // 2):: w]
             h = self._layer(h, *first, w)
             h = res + self._layer(h, *second, 1)
-        out = h @ self._shrink[0] + self._shrink[1]
+        out = h.reshape(-1, h.shape[-1]) @ self._shrink[0] + self._shrink[1]
         return out.reshape(n, -1, self.num_joints_out, 3)
 
     @staticmethod
     def _layer(h: np.ndarray, mat: np.ndarray, bias: np.ndarray, w: int) -> np.ndarray:
         n, t, c = h.shape
-        out = h.reshape(n, t // w, w * c) @ mat
+        # one 2-D product: numpy's matmul on a 3-D stack runs one small product per window
+        out = h.reshape(n * (t // w), w * c) @ mat
         out += bias
-        return np.maximum(out, 0.0, out=out)
+        np.maximum(out, 0.0, out=out)
+        return out.reshape(n, t // w, -1)
 
 
 def load_numpy_lifter(lifter, *, cache=None, trust: bool = False, download: bool = True):
