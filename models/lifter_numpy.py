@@ -195,26 +195,11 @@ class NumpyLifter:
 def load_numpy_lifter(lifter, *, cache=None, trust: bool = False, download: bool = True):
     """(:class:`NumpyLifter`, spec) for a ``person_window`` lifter: a registry name, a spec or a
     checkpoint file, resolved and verified as :func:`models.lifter_registry.load_lifter` does."""
-    import dataclasses
-
     from inference.layouts import get_layout
     from models.lifter_input import extra_rows
-    from models.lifter_registry import (LIFTER_REGISTRY, LifterSpec, _apply_meta,
-                                        get_lifter_spec, resolve_checkpoint, sha256_file)
+    from models.lifter_registry import _apply_meta, resolve_lifter
 
-    if isinstance(lifter, LifterSpec):
-        spec, path = lifter, resolve_checkpoint(lifter, cache=cache, trust=trust, download=download)
-    elif isinstance(lifter, str) and lifter in LIFTER_REGISTRY:
-        spec = LIFTER_REGISTRY[lifter]
-        path = resolve_checkpoint(spec, cache=cache, trust=trust, download=download)
-    else:
-        path = Path(lifter)
-        if not path.is_file():
-            get_lifter_spec(str(lifter))  # raises: neither a known name nor a file
-        # as load_lifter: a plain file is what its meta says it is
-        spec = dataclasses.replace(LIFTER_REGISTRY["videopose3d-243"], name=path.stem, url=None,
-                                   sha256=sha256_file(path), licence="unknown (user-provided file)",
-                                   source=f"file {path}", notes="")
+    spec, path = resolve_lifter(lifter, cache=cache, trust=trust, download=download)
     obj = read_tensor_archive(path)
     if not isinstance(obj, Mapping) or not isinstance(obj.get("model_pos"), Mapping):
         raise CheckpointError("no 'model_pos' state dict in the checkpoint", path)

@@ -273,6 +273,24 @@ def canonical_output_names(names) -> tuple[str, ...]:
     return tuple(from_marker.get(n, n) for n in names)
 
 
+def resolve_lifter(lifter: str | os.PathLike | LifterSpec, *, cache=None, trust: bool = False,
+                   download: bool = True) -> tuple[LifterSpec, Path]:
+    """(spec before the file's meta is applied, verified local file) for a registry name, a
+    :class:`LifterSpec` or a checkpoint path (a plain file starts as a VideoPose3D spec)."""
+    if isinstance(lifter, LifterSpec):
+        return lifter, resolve_checkpoint(lifter, cache=cache, trust=trust, download=download)
+    if isinstance(lifter, str) and lifter in LIFTER_REGISTRY:
+        spec = LIFTER_REGISTRY[lifter]
+        return spec, resolve_checkpoint(spec, cache=cache, trust=trust, download=download)
+    path = Path(lifter)
+    if not path.is_file():
+        get_lifter_spec(str(lifter))  # raises: neither a known name nor a file
+    spec = dataclasses.replace(LIFTER_REGISTRY["videopose3d-243"], name=path.stem, url=None,
+                               sha256=sha256_file(path), licence="unknown (user-provided file)",
+                               source=f"file {path}", notes="")
+    return spec, path
+
+
 def load_lifter(lifter: str | os.PathLike | LifterSpec, *, cache: str | os.PathLike | None = None,
                 trust: bool = False, download: bool = True, device="cpu", quiet: bool = False):
     """(model in eval mode, spec) for a registry name, a :class:`LifterSpec` or a checkpoint path.
@@ -281,19 +299,7 @@ def load_lifter(lifter: str | os.PathLike | LifterSpec, *, cache: str | os.PathL
     as a COCO-17 -> H36M-17 VideoPose3D model unless its 'meta' says otherwise. Loading is strict:
     every key of the network must be in the file with the right shape and nothing else.
     """
-    if isinstance(lifter, LifterSpec):
-        spec = lifter
-        path = resolve_checkpoint(spec, cache=cache, trust=trust, download=download)
-    elif isinstance(lifter, str) and lifter in LIFTER_REGISTRY:
-        spec = LIFTER_REGISTRY[lifter]
-        path = resolve_checkpoint(spec, cache=cache, trust=trust, download=download)
-    else:
-        path = Path(lifter)
-        if not path.is_file():
-            get_lifter_spec(str(lifter))  # raises: neither a known name nor a file
-        spec = dataclasses.replace(LIFTER_REGISTRY["videopose3d-243"], name=path.stem, url=None,
-                                   sha256=sha256_file(path), licence="unknown (user-provided file)",
-                                   source=f"file {path}", notes="")
+    spec, path = resolve_lifter(lifter, cache=cache, trust=trust, download=download)
     sd, meta = extract_state_dict(read_state_dict(path), path)
     spec = _apply_meta(spec, meta, path)
     if spec.file is None and spec.url is None and not meta:

@@ -103,14 +103,19 @@ class TemporalModelBase(nn.Module):
         shift = self.total_causal_shift()
         return pad + shift, pad - shift
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, T, J_in, F) -> (N, T - receptive_field + 1, J_out, 3)."""
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int]:
+        """(N, T) of a valid input (N, T, J_in, F) with T >= receptive_field(); else ValueError."""
         if x.ndim != 4 or x.shape[-2] != self.num_joints_in or x.shape[-1] != self.in_features:
             raise ValueError(f"expected input (N, T, {self.num_joints_in}, {self.in_features}), "
                              f"got {tuple(x.shape)}")
         n, t = x.shape[:2]
         if t < self.receptive_field():
             raise ValueError(f"{t} frames is fewer than the receptive field {self.receptive_field()}")
+        return n, t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, T, J_in, F) -> (N, T - receptive_field + 1, J_out, 3)."""
+        n, t = self._check_input(x)
         x = x.reshape(n, t, -1).permute(0, 2, 1)      # (N, J*F, T): channels first for Conv1d
         x = self._forward_blocks(x)
         return x.permute(0, 2, 1).reshape(n, -1, self.num_joints_out, 3)
@@ -198,12 +203,7 @@ class TemporalModelOptimized1f(TemporalModelBase):
         dtype=torch.bfloat16)``, reaches the matrix units of CPUs that have them: this is the
         training variant, so its speed bounds how long the lifter can be trained.
         """
-        if x.ndim != 4 or x.shape[-2] != self.num_joints_in or x.shape[-1] != self.in_features:
-            raise ValueError(f"expected input (N, T, {self.num_joints_in}, {self.in_features}), "
-                             f"got {tuple(x.shape)}")
-        n, t = x.shape[:2]
-        if t < self.receptive_field():
-            raise ValueError(f"{t} frames is fewer than the receptive field {self.receptive_field()}")
+        n, t = self._check_input(x)
         fw = self.filter_widths
         h = self._act(self._strided(x.reshape(n, t, -1), self.expand_conv, fw[0]), self.expand_bn)
         for i in range(len(self.pad) - 1):

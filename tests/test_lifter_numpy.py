@@ -16,20 +16,17 @@ from models.checkpoints import CheckpointError
 from models.lifter_numpy import NumpyLifter, load_numpy_lifter, read_tensor_archive
 from models.lifter_registry import save_lifter_checkpoint
 from models.tcn import TemporalModel, TemporalModelOptimized1f
+from test_tcn import _randomise_bn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _randomised(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.num_batches_tracked.fill_(1234)
+    """Non-trivial BatchNorm statistics (and a batch count) so eval-mode layers matter."""
+    _randomise_bn(model, seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.num_batches_tracked.fill_(1234)
     return model.eval()
 
 
