@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import platform
 import queue
 import sys
@@ -108,7 +109,7 @@ class BatchStream:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model, stream: BatchStream, batches: int) -> None:
+def recalibrate_batchnorm(model, stream: BatchStream, batches: int, device="cpu") -> None:
     """Recompute BatchNorm running statistics with the final weights, as a plain average over
     fresh training batches (dropout off), so that eval mode sees the statistics of the
     network it runs rather than an average over weights that kept changing."""
@@ -123,7 +124,7 @@ def recalibrate_batchnorm(model, stream: BatchStream, batches: int) -> None:
     model.train()
     for _ in range(batches):
         x, _ = stream.next()
-        model(torch.from_numpy(x))
+        model(torch.from_numpy(x).to(device))
     for d, p in zip(drops, saved):
         d.p = p
     model.eval()
@@ -138,15 +139,21 @@ def build_model(cfg: dict, optimised: bool = True):
                causal=False, dropout=cfg["dropout"], channels=cfg["channels"])
 
 
-def train(cfg: dict, out: Path, log=print) -> dict:
+def train(cfg: dict, out: Path, log=print, clips: list | None = None) -> dict:
+    """Train with settings ``cfg`` (:data:`DEFAULTS` and more) and write the checkpoint to
+    ``out``; ``clips``: the motion to split and sample (default: all of ``../shared/data``)."""
     t_start = time.perf_counter()
     torch.manual_seed(cfg["seed"])
+    device = torch.device(cfg.get("device", "cpu"))
+    if device.type == "cuda":
+        # deterministic cuBLAS needs a fixed workspace, set before CUDA starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.get("threads", 1))
-    clips = D.build_clips(log=log)
+    clips = D.build_clips(log=log) if clips is None else clips
     train_clips, held = D.split_clips(clips)
     assert not {c.group for c in train_clips} & D.HELD_OUT_GROUPS
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     rf = model.receptive_field()
     sampler = D.PairSampler(train_clips, rf, seed=cfg["seed"], fps_range=cfg["fps_range"],
                             speed_range=cfg["speed_range"], height_range=cfg["height_range"],
@@ -183,9 +190,9 @@ def train(cfg: dict, out: Path, log=print) -> dict:
             # bfloat16 products (fp32 BatchNorm statistics, loss and weights): on CPUs with
             # matrix units the step is ~3x faster than fp32 convolutions, so the hour of CPU
             # training sees ~3x the windows; inference runs the same weights in fp32
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                pred = model(torch.from_numpy(x))[:, 0]
-            loss = mpjpe(pred.float(), torch.from_numpy(y))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                pred = model(torch.from_numpy(x).to(device))[:, 0]
+            loss = mpjpe(pred.float(), torch.from_numpy(y).to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -194,7 +201,7 @@ def train(cfg: dict, out: Path, log=print) -> dict:
                 el = time.perf_counter() - t_start
                 log(f"step {step:6d}  loss {1000 * run * unit_m:6.1f} mm  lr {opt.param_groups[0]['lr']:.2e}  "
                     f"{el:7.0f} s (waiting for data {t_data:.0f} s)")
-        recalibrate_batchnorm(model, stream, cfg["bn_batches"])
+        recalibrate_batchnorm(model, stream, cfg["bn_batches"], device)
     finally:
         stream.close()
     train_s = time.perf_counter() - t_start
@@ -217,6 +224,7 @@ def train(cfg: dict, out: Path, log=print) -> dict:
         "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         "train_seconds": round(train_s, 1),
         "train_threads": int(torch.get_num_threads()),
+        "train_device": str(device),
         "train_machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch_version": str(torch.__version__),
         "held_out_groups": sorted(D.HELD_OUT_GROUPS),
@@ -247,12 +255,14 @@ def main(argv=None) -> int:
                     help="fraction of training windows at a clip's padded end")
     ap.add_argument("--precision", default=DEFAULTS["precision"], choices=("bf16", "fp32"),
                     help="arithmetic of the training products (weights stay fp32)")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device to train on (cpu, cuda); the data is made on the CPU")
     ap.add_argument("--normalisation", default=DEFAULTS["normalisation"],
                     choices=("screen_width", "person_window"))
     a = ap.parse_args(argv)
     cfg = dict(DEFAULTS, steps=a.steps, batch=a.batch, channels=a.channels, seed=a.seed,
                threads=a.threads, dropout=a.dropout, normalisation=a.normalisation,
-               edge_fraction=a.edge_fraction, precision=a.precision,
+               edge_fraction=a.edge_fraction, precision=a.precision, device=a.device,
                output_units="height" if a.normalisation == "person_window" else "m")
     train(cfg, a.out, log=lambda s: print(s, flush=True))
     return 0
