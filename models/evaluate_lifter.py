@@ -71,7 +71,6 @@ def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return s[:, None, None] * np.matmul(p, R) + mg
 
 
-@torch.inference_mode()
 def predict(model, x: np.ndarray, batch: int = 2048, flip=None) -> np.ndarray:
     """Centre-frame poses of windows ``x``; ``flip``: (input permutation, output permutation)
     for test-time flip augmentation as inference does it, or None."""

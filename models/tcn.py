@@ -230,6 +230,3 @@ class TemporalModelOptimized1f(TemporalModelBase):
         shape = h.shape
         h = bn(h.reshape(-1, shape[-1])).reshape(shape)
         return self.drop(self.relu(h))
-
-    def _forward_blocks(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - unused
-        raise NotImplementedError("TemporalModelOptimized1f computes in forward()")
