@@ -15,7 +15,12 @@ as a fraction of the person's 2D height (per-coordinate standard deviation of th
 * ``3%`` and ``5%``: the same with more jitter.
 
 Metrics: MPJPE (mean Euclidean distance of root-relative points, mm) and P-MPJPE (after a
-per-frame similarity Procrustes alignment), per joint and overall. The lifter runs as
+per-frame similarity Procrustes alignment), per joint and overall (the mean of the per-joint
+figures), and the error of the angles between segments that IK turns into joint angles (hip,
+knee, ankle, elbow; :data:`ANGLES`). Points a trial never measured are left out: the
+subject01_walk1 trial was processed with models without arms, so its elbows, wrists and hands
+are the built-in model's default pose, hanging still while the subject walks
+(``Clip.measured``). The lifter runs as
 ``kinevid lift``/``kinevid run`` run it: with test-time flip augmentation (``--no-flip``: without;
 the overall figures are printed both ways).
 """
@@ -58,6 +63,20 @@ def clip_windows(clip: D.Clip, window: int, fps: float = EVAL_FPS, stride: int =
     return (1 - a) * clip.markers[i0] + a * clip.markers[i1]
 
 
+def held_out_windows(clips: list[D.Clip], window: int, stride: int):
+    """Every clip's windows (:func:`clip_windows`) stacked: (N, window, 30, 3) unit-height
+    world points, the clip group of each window (N,) and which of its points the source
+    measured (N, 30)."""
+    wins, groups, meas = [], [], []
+    for c in clips:
+        w = clip_windows(c, window, stride=stride)
+        wins.append(w)
+        groups += [c.group] * len(w)
+        ok = np.ones(len(D.OUTPUT_MARKERS), bool) if c.measured is None else c.measured
+        meas.append(np.broadcast_to(ok, (len(w), len(ok))))
+    return np.concatenate(wins), np.array(groups), np.concatenate(meas)
+
+
 def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """``pred`` (N, J, 3) after the similarity transform that best fits it to ``gt``."""
     mp, mg = pred.mean(1, keepdims=True), gt.mean(1, keepdims=True)
@@ -69,6 +88,55 @@ def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     R = np.matmul(U, Vt)
     s = S.sum(1) / np.maximum((p ** 2).sum((1, 2)), 1e-12)
     return s[:, None, None] * np.matmul(p, R) + mg
+
+
+def measured_errors(pred: np.ndarray, gt: np.ndarray, measured: np.ndarray):
+    """Per-point errors (mm) and errors after Procrustes alignment, (N, J) each, NaN where
+    ``measured`` (N, J) is False; the alignment uses the measured points only."""
+    e = np.linalg.norm(pred - gt, axis=-1) * 1000
+    pa = np.full(e.shape, np.nan)
+    for mask in np.unique(measured, axis=0):
+        rows = (measured == mask).all(1)
+        a = procrustes_aligned(pred[rows][:, mask], gt[rows][:, mask])
+        pa[np.ix_(rows, mask)] = np.linalg.norm(a - gt[rows][:, mask], axis=-1) * 1000
+    e[~measured] = np.nan
+    return e, pa
+
+
+# Angles between two segments of the lifted skeleton (first point -> second point of each),
+# as IK will see them: each is 0 when the two segments are parallel. Hip: trunk (neck -> mid-hip)
+# against thigh; knee: thigh against shank; ankle: shank against the heel -> big-toe line.
+ANGLES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    f"{n}_{s.lower()}": pair for s in "RL" for n, pair in (
+        ("hip", (("Neck", "Hip"), (f"{s}Hip", f"{s}Knee"))),
+        ("knee", ((f"{s}Hip", f"{s}Knee"), (f"{s}Knee", f"{s}Ankle"))),
+        ("ankle", ((f"{s}Knee", f"{s}Ankle"), (f"{s}Heel", f"{s}BigToe"))),
+        ("elbow", ((f"{s}Shoulder", f"{s}Elbow"), (f"{s}Elbow", f"{s}Wrist"))))}
+
+
+def segment_angles(points: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`ANGLES` (degrees) of skeletons (N, 30, 3)."""
+    i = D.OUTPUT_MARKERS.index
+    out = {}
+    for name, ((a, b), (c, d)) in ANGLES.items():
+        u = points[:, i(b)] - points[:, i(a)]
+        v = points[:, i(d)] - points[:, i(c)]
+        cos = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1),
+                                           1e-12)
+        out[name] = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return out
+
+
+def angle_errors(pred: np.ndarray, gt: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Mean absolute error (deg) of each :data:`ANGLES` over the windows where its points were
+    measured."""
+    i = D.OUTPUT_MARKERS.index
+    ap, ag = segment_angles(pred), segment_angles(gt)
+    out = {}
+    for name, pts in ANGLES.items():
+        ok = measured[:, [i(n) for seg in pts for n in seg]].all(1)
+        out[name] = float(np.abs(ap[name] - ag[name])[ok].mean()) if ok.any() else float("nan")
+    return out
 
 
 def predict(model, x: np.ndarray, batch: int = 2048, flip=None) -> np.ndarray:
@@ -107,13 +175,8 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     io = _io(spec)
     perms = flip_permutations(model, spec) if flip else None
     window = model.receptive_field()
-    wins, groups = [], []
-    for c in clips:
-        w = clip_windows(c, window, stride=stride)
-        wins.append(w)
-        groups += [c.group] * len(w)
-    world = np.concatenate(wins) * height
-    groups = np.array(groups)
+    world, groups, meas = held_out_windows(clips, window, stride)
+    world = world * height
     H = np.full(len(world), height)
     cams = D.random_cameras(np.random.default_rng(seed), world[:, window // 2, D.ROOT_INDEX], H)
     res = {}
@@ -121,15 +184,15 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
         rng = np.random.default_rng(seed + 1)
         x, y, ok = D.make_pairs(rng, world, H, sigma=spec.sigma, spec=spec, cams=cams,
                                 return_valid=True, **io)
-        x, y, g = x[ok], y[ok], groups[ok]
+        x, y, g, m = x[ok], y[ok], groups[ok], meas[ok]
         p = predict(model, x, flip=perms)
         if io["output_units"] == "height":
             p, y = p * height, y * height
-        e = np.linalg.norm(p - y, axis=-1) * 1000
-        pa = np.linalg.norm(procrustes_aligned(p, y) - y, axis=-1) * 1000
-        res[name] = {"mpjpe": e.mean(0), "pmpjpe": pa.mean(0), "n": len(e),
+        e, pa = measured_errors(p, y, m)
+        res[name] = {"mpjpe": np.nanmean(e, 0), "pmpjpe": np.nanmean(pa, 0), "n": len(e),
+                     "angles": angle_errors(p, y, m),
                      "excluded": int((~ok).sum()),
-                     "groups": {k: (float(e[g == k].mean()), float(pa[g == k].mean()))
+                     "groups": {k: (float(np.nanmean(e[g == k])), float(np.nanmean(pa[g == k])))
                                 for k in sorted(set(g))}}
     return res
 
@@ -144,14 +207,15 @@ def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     perms = flip_permutations(model, spec) if flip else None
     window = model.receptive_field()
     half = window // 2
-    world = np.concatenate([clip_windows(c, window, stride=stride) for c in clips]) * height
+    world, _, meas = held_out_windows(clips, window, stride)
+    world = world * height
     H = np.full(len(world), height)
     cams = D.random_cameras(np.random.default_rng(seed), world[:, half, D.ROOT_INDEX], H)
     noise = dict(LEVELS)[REALISTIC]
     _, y, ok, (uv, conf) = D.make_pairs(np.random.default_rng(seed + 1), world, H,
                                         sigma=noise.sigma, spec=noise, cams=cams,
                                         return_valid=True, return_2d=True, **io)
-    uv, conf, y = D.fill_missing(uv[ok]), conf[ok], y[ok]
+    uv, conf, y, meas = D.fill_missing(uv[ok]), conf[ok], y[ok], meas[ok]
     w, h = cams.w[ok], cams.h[ok]
     out = {}
     for name in ("inside", "last frame", "first frame"):
@@ -164,7 +228,7 @@ def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
         yy = y
         if io["output_units"] == "height":
             p, yy = p * height, y * height
-        out[name] = float(np.linalg.norm(p - yy, axis=-1).mean() * 1000)
+        out[name] = float(np.linalg.norm(p - yy, axis=-1)[meas].mean() * 1000)
     return out
 
 
@@ -250,6 +314,10 @@ def report(res: dict, print_=print) -> None:
     for g in res[lv[0]]["groups"]:
         print_(f"{g:28s}" + "".join(f"{res[n]['groups'][g][0]:8.1f}/{res[n]['groups'][g][1]:<7.1f}"
                                     for n in lv))
+    print_("\nsegment angles as IK sees them, mean absolute error (deg): hip = trunk vs "
+           "thigh, knee = thigh vs shank, ankle = shank vs heel-to-big-toe, elbow")
+    for a in res[lv[0]]["angles"]:
+        print_(f"{a:28s}" + "".join(f"{res[n]['angles'][a]:16.1f}" for n in lv))
     print_("\nper joint, MPJPE / P-MPJPE (mm)")
     for j, name in enumerate(names):
         if j == D.ROOT_INDEX:

@@ -123,6 +123,10 @@ class Clip:
     fps: float
     markers: np.ndarray
     licence: str
+    # (30,) bool: which markers the source measured. A trial processed with a model without
+    # arms (gait2354/2392/10dof) has the built-in model's default arms, hanging still while
+    # the subject walks: a pose nobody measured, so evaluation leaves those markers out.
+    measured: np.ndarray | None = None
 
     @property
     def frames(self) -> int:
@@ -600,6 +604,9 @@ def cmu_amc_list(mocap: Path) -> list[tuple[str, Path, Path, float]]:
 
 
 DATA_VERSION = "1"
+# The cache file's own format (what it stores besides the markers, e.g. Clip.measured): a new
+# format rebuilds the cache without changing the data the lifter is trained on.
+CACHE_FORMAT = "2"
 
 
 def build_clips(data_root: Path | None = None, cache: Path | None = None,
@@ -608,7 +615,8 @@ def build_clips(data_root: Path | None = None, cache: Path | None = None,
     data_root = Path(data_root or shared_data_root())
     cache = Path(cache or default_cache_dir())
     cache.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha1(f"{DATA_VERSION}|{include_cmu}|{data_root.resolve()}".encode()).hexdigest()[:10]
+    key = hashlib.sha1(f"{DATA_VERSION}|{CACHE_FORMAT}|{include_cmu}|{data_root.resolve()}"
+                      .encode()).hexdigest()[:10]
     f = cache / f"clips_{key}.npz"
     if f.exists():
         return _load_clips(f)
@@ -616,10 +624,14 @@ def build_clips(data_root: Path | None = None, cache: Path | None = None,
     for rel, trial, lic in OPENSIM_TRIALS:
         t, coords = mot_coordinates(data_root / rel)
         fps = 1.0 / float(np.median(np.diff(t)))
+        measured = np.ones(len(OUTPUT_MARKERS), bool)
+        if not any(c.startswith("arm_flex") for c in coords):
+            measured[[OUTPUT_MARKERS.index(f"{s}{p}") for s in "RL"
+                      for p in ("Elbow", "Wrist", "Index", "Pinky")]] = False
         for sex in ("m", "f"):
             m = _floor(opensim_markers(coords, sex))
             clips.append(Clip(f"{Path(rel).stem}:{Path(rel).parts[-3]}:{sex}", "opensim",
-                              f"opensim:{trial}", fps, m.astype(np.float32), lic))
+                              f"opensim:{trial}", fps, m.astype(np.float32), lic, measured))
         log(f"opensim {rel}: {len(t)} frames at {fps:.0f} Hz")
     for rel in BVH_CLIPS:
         m, fps = bvh_markers(data_root / rel)
@@ -639,6 +651,7 @@ def build_clips(data_root: Path | None = None, cache: Path | None = None,
 def _save_clips(path: Path, clips: list[Clip]) -> None:
     from opensim_bridge.atomic import atomic_path
     arrays = {f"m{i}": c.markers for i, c in enumerate(clips)}
+    arrays.update({f"v{i}": c.measured for i, c in enumerate(clips) if c.measured is not None})
     meta = np.array([[c.name, c.source, c.group, repr(c.fps), c.licence] for c in clips])
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, meta=meta, **arrays)
@@ -646,7 +659,8 @@ def _save_clips(path: Path, clips: list[Clip]) -> None:
 
 def _load_clips(path: Path) -> list[Clip]:
     z = np.load(path)
-    return [Clip(str(n), str(s), str(g), float(fps), z[f"m{i}"], str(lic))
+    return [Clip(str(n), str(s), str(g), float(fps), z[f"m{i}"], str(lic),
+                 z[f"v{i}"] if f"v{i}" in z.files else None)
             for i, (n, s, g, fps, lic) in enumerate(z["meta"])]
 
 

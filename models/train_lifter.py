@@ -28,8 +28,8 @@ from models.tcn import TemporalModelOptimized1f
 
 # The shipped settings (the model card quotes them from the file's meta).
 DEFAULTS = {
-    "seed": 20240611, "filter_widths": (3, 3, 3), "channels": 512, "dropout": 0.25,
-    "steps": 40000, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
+    "seed": 20240611, "filter_widths": (3, 3, 3), "channels": 512, "dropout": 0.1,
+    "steps": 50000, "batch": 256, "lr": 2e-3, "lr_final": 1e-4, "bn_momentum": (0.1, 0.001),
     "opensim_weight": 5.0, "sigma_range": (0.0, 0.04), "fps_range": (25.0, 60.0),
     "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95), "bn_batches": 100,
     "normalisation": "person_window", "output_units": "height", "edge_fraction": 0.0,
@@ -56,6 +56,30 @@ def plain(obj):
 def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean per-joint position error (same units as the inputs)."""
     return torch.linalg.vector_norm(pred - target, dim=-1).mean()
+
+
+class FastDropout(torch.nn.Dropout):
+    """:class:`torch.nn.Dropout` (zero each element with probability ``p``, scale the others
+    by ``1 / (1 - p)``) with its random mask drawn as 16-bit integers: on the CPU, torch's
+    ``bernoulli_`` took ~30 % of a training step, ten times the cost of the integer draw.
+    A subclass, so the network's parameters and state dict are unchanged and the swap is only
+    made for training (:func:`fast_dropout`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        threshold = round(self.p * 32768)       # random_() on int16 draws from [0, 32767]
+        drop = torch.empty(x.shape, dtype=torch.int16, device=x.device).random_() < threshold
+        return x.masked_fill(drop, 0.0) * (1.0 / (1.0 - self.p))
+
+
+def fast_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every ``nn.Dropout`` of ``model`` by a :class:`FastDropout` of the same ``p``."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Dropout:
+                setattr(parent, name, FastDropout(child.p))
+    return model
 
 
 def _produce(sampler, batch: int, count: int, out) -> None:
@@ -153,7 +177,7 @@ def train(cfg: dict, out: Path, log=print, clips: list | None = None) -> dict:
     clips = D.build_clips(log=log) if clips is None else clips
     train_clips, held = D.split_clips(clips)
     assert not {c.group for c in train_clips} & D.HELD_OUT_GROUPS
-    model = build_model(cfg).to(device)
+    model = fast_dropout(build_model(cfg)).to(device)
     rf = model.receptive_field()
     sampler = D.PairSampler(train_clips, rf, seed=cfg["seed"], fps_range=cfg["fps_range"],
                             speed_range=cfg["speed_range"], height_range=cfg["height_range"],
@@ -165,7 +189,8 @@ def train(cfg: dict, out: Path, log=print, clips: list | None = None) -> dict:
     w = sampler.p * np.array([cfg["opensim_weight"] if c.source == "opensim" else 1.0
                               for c in train_clips])
     sampler.p = w / w.sum()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], amsgrad=True)
+    # fused: one kernel per step instead of ~10 elementwise passes over the parameters
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], amsgrad=True, fused=True)
     steps = int(cfg["steps"])
     gamma = (cfg["lr_final"] / cfg["lr"]) ** (1.0 / max(steps - 1, 1))
     m0, m1 = cfg["bn_momentum"]

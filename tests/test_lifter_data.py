@@ -215,3 +215,46 @@ def test_training_repeats_exactly_and_writes_a_loadable_lifter(clips, tmp_path):
     net, spec_n = load_numpy_lifter(tmp_path / "run0.pt")
     assert spec.normalisation == spec_n.normalisation == "person_window"
     assert model.channels == 16 and net.channels == 16
+
+
+
+def test_trials_without_arms_mark_them_unmeasured(clips, tmp_path):
+    arms = [D.OUTPUT_MARKERS.index(f"{s}{p}") for s in "RL"
+            for p in ("Elbow", "Wrist", "Index", "Pinky")]
+    for c in clips:
+        if c.group == "opensim:subject01_walk1":    # gait2354/2392/10dof: no arms
+            assert not c.measured[arms].any() and c.measured.sum() == 30 - len(arms), c.name
+        elif c.source == "opensim":
+            assert c.measured.all(), c.name
+    # the flag survives the cache
+    D._save_clips(tmp_path / "clips.npz", clips)
+    again = D._load_clips(tmp_path / "clips.npz")
+    for a, b in zip(clips, again):
+        assert (a.measured is None) == (b.measured is None)
+        if a.measured is not None:
+            np.testing.assert_array_equal(a.measured, b.measured)
+
+
+def test_fast_dropout_is_dropout():
+    import torch
+
+    from models.train_lifter import FastDropout, build_model, fast_dropout, DEFAULTS
+    torch.manual_seed(0)
+    d = FastDropout(0.25)
+    x = torch.ones(64, 512, 9, requires_grad=True)
+    y = d(x)
+    kept = y != 0
+    # zero with probability p, the rest scaled by 1/(1-p): the mean is kept
+    assert abs(1.0 - kept.float().mean().item() - 0.25) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)   # the same mask backwards
+    d.eval()
+    assert d(x) is x
+    # swapped into the lifter, it changes no parameter or state-dict key
+    model = build_model(dict(DEFAULTS))
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    fast_dropout(model)
+    assert {k: v.shape for k, v in model.state_dict().items()} == keys
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(type(m) is FastDropout and m.p == DEFAULTS["dropout"] for m in drops)

@@ -139,13 +139,6 @@ def synthetic_pose2d(keypoints, noise_px=2.5, seed=0, **camera):
 
 
 # --------------------------------------------------------------------------- tests
-@pytest.mark.xfail(strict=True, reason="issue 7 target not reached yet: with the shipped "
-                   "lifter (68.8 mm held-out MPJPE without flip), back-projection onto the 2D "
-                   "and joint limits, right ankle flexion is at 6.35 deg RMSE against the 6 deg "
-                   "limit (left ankle 4.6, knees 4.3-4.5, hips 2.7-3.2); unlike the knee error "
-                   "of the earlier lifter, it is spread over the whole trial (5.8 deg inside, "
-                   "7.0-7.6 in the padded first/last 13 frames): the lifted heel and toes "
-                   "(75-86 mm held-out error) set the ankle angle")
 def test_synthetic_end_to_end_recovers_the_source_joint_angles(tmp_path):
     require_lifter()
     from inference.cli import main
