@@ -26,7 +26,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 __all__ = [
     "Tracker",
@@ -79,6 +78,20 @@ def oks(a: np.ndarray, b: np.ndarray, sigma: float = 0.1, min_conf: float = 0.0)
     scale = max(float(np.hypot(*(pts.max(0) - pts.min(0)))), 1.0)
     d2 = np.sum((a[ok, :2] - b[ok, :2]) ** 2, axis=1)
     return float(np.mean(np.exp(-d2 / (2 * (sigma * scale) ** 2))))
+
+
+def assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the minimum-cost pairing (``scipy.optimize.linear_sum_assignment``).
+
+    With one row or one column the pairing is the smallest entry, found here directly: with a
+    one-person detector (BlazePose) that is every frame, and importing scipy.optimize costs
+    ~0.5 s of a run's start-up, before its 2D stage."""
+    if cost.shape[0] == 1:
+        return np.array([0]), np.array([int(np.argmin(cost[0]))])
+    if cost.shape[1] == 1:
+        return np.array([int(np.argmin(cost[:, 0]))]), np.array([0])
+    from scipy.optimize import linear_sum_assignment
+    return linear_sum_assignment(cost)
 
 
 @dataclasses.dataclass
@@ -142,7 +155,7 @@ class Tracker:
         sim = self.similarity(pred, np.array([dets[i] for i in usable])) if usable else np.zeros((len(self._tracks), 0))
         matched_det: set[int] = set()
         if sim.size:
-            rows, cols = linear_sum_assignment(1.0 - sim)
+            rows, cols = assignment(1.0 - sim)
             for r, c in zip(rows, cols):
                 if sim[r, c] < self.min_similarity:
                     continue

@@ -184,3 +184,30 @@ def test_swap_runs_are_linked_across_a_brief_unclear_gap():
     np.testing.assert_allclose(fixed, kp)
     _, _, unlinked = fix_left_right_swaps(observed, conf, "coco17", max_gap=0)
     assert unlinked[38:].all() and not unlinked[22:38].any()  # the wrong side won after the gap
+
+
+def test_assignment_matches_the_hungarian_method():
+    from scipy.optimize import linear_sum_assignment
+
+    from inference.tracking import assignment
+    rng = np.random.default_rng(3)
+    for shape in ((1, 1), (1, 5), (4, 1), (3, 3), (2, 6), (5, 2)):
+        for _ in range(20):
+            cost = rng.random(shape)
+            r, c = assignment(cost)
+            R, C = linear_sum_assignment(cost)
+            assert cost[r, c].sum() == pytest.approx(cost[R, C].sum())
+            assert len(r) == len(R) == min(shape)
+            assert len(set(r.tolist())) == len(r) and len(set(c.tolist())) == len(c)
+
+
+def test_the_2d_stage_does_not_import_scipy_optimize():
+    # scipy.optimize costs ~0.5 s of every run's start-up; a one-person detector never needs it
+    import subprocess
+    import sys
+    code = ("import sys, inference.pose2d_run, inference.tracking as t, numpy as np; "
+            "t.assignment(np.ones((1, 3))); t.assignment(np.ones((2, 1))); "
+            "print('scipy.optimize' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
