@@ -88,6 +88,11 @@ _HALPE26 = [(c, n) for c, n in zip(
      "LWrist", "RWrist", "LHip", "RHip", "LKnee", "RKnee", "LAnkle", "RAnkle",
      "Head", "Neck", "Hip", "LBigToe", "RBigToe", "LSmallToe", "RSmallToe", "LHeel", "RHeel"])]
 
+# HALPE-26 and the index and pinky knuckles BlazePose and COCO-WholeBody hands give: the input
+# of kinevid's own lifter (a detector without hands leaves them out; the lifter is trained so)
+_HALPE26_HANDS = _HALPE26 + [("left_index", "LIndex"), ("right_index", "RIndex"),
+                             ("left_pinky", "LPinky"), ("right_pinky", "RPinky")]
+
 _BLAZEPOSE33 = [
     ("nose", "nose"), ("left_eye_inner", "left_eye_inner"), ("left_eye", "left_eye"),
     ("left_eye_outer", "left_eye_outer"), ("right_eye_inner", "right_eye_inner"),
@@ -189,6 +194,12 @@ DERIVED: dict[str, tuple[tuple[str, ...], ...]] = {
     # set places foot_index at the big toe too.
     "left_big_toe": (("left_foot_index",),),
     "right_big_toe": (("right_foot_index",),),
+    # BlazePose's index and pinky points are the first (MCP) knuckles; COCO-WholeBody's hand
+    # model numbers each finger's joints from that knuckle
+    "left_index": (("left_index1",),),
+    "right_index": (("right_index1",),),
+    "left_pinky": (("left_pinky1",),),
+    "right_pinky": (("right_pinky1",),),
 }
 
 
@@ -272,6 +283,13 @@ LAYOUTS: dict[str, Layout] = {
                      + [("head_top", "neck"), ("nose", "neck"), ("neck", "left_shoulder"),
                         ("neck", "right_shoulder"), ("neck", "mid_hip"), ("mid_hip", "left_hip"),
                         ("mid_hip", "right_hip")]),
+    "halpe26_hands": _make("halpe26_hands", _HALPE26_HANDS,
+                           _FACE_HEAD + _ARMS + _LEGS + _FEET
+                           + [("head_top", "neck"), ("nose", "neck"), ("neck", "left_shoulder"),
+                              ("neck", "right_shoulder"), ("neck", "mid_hip"),
+                              ("mid_hip", "left_hip"), ("mid_hip", "right_hip")]
+                           + [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right") for a, b in
+                              (("wrist", "index"), ("wrist", "pinky"), ("index", "pinky"))]),
     "blazepose33": _make("blazepose33", _BLAZEPOSE33,
                          _chain(["left_ear", "left_eye_outer", "left_eye", "left_eye_inner", "nose",
                                  "right_eye_inner", "right_eye", "right_eye_outer", "right_ear"])
@@ -295,7 +313,7 @@ _ALIASES = {
     "coco": "coco17", "coco17": "coco17",
     "cocowholebody": "coco_wholebody133", "cocowholebody133": "coco_wholebody133",
     "wholebody": "coco_wholebody133", "coco133": "coco_wholebody133",
-    "halpe": "halpe26", "halpe26": "halpe26",
+    "halpe": "halpe26", "halpe26": "halpe26", "halpe26hands": "halpe26_hands",
     "blazepose": "blazepose33", "blazepose33": "blazepose33", "mediapipe": "blazepose33",
     "h36m": "h36m17", "h36m17": "h36m17", "human36m": "h36m17",
     "body25": "body25", "openposebody25": "body25",

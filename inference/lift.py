@@ -155,7 +155,10 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
     kp_in, conf_in = convert(kp, conf, pose.layout, spec.input_layout)
     never = [n for j, n in enumerate(get_layout(spec.input_layout).names)
              if not np.isfinite(kp_in[present, j]).any()]
-    if never and spec.in_features == 3 and len(never) <= 3:
+    trained_for = any(set(never) <= set(v) for v in (spec.input_sources or {}).values())
+    if never and trained_for:
+        pass   # the lifter was trained on detections that never give these points
+    elif never and spec.in_features == 3 and len(never) <= 3:
         # a confidence-aware lifter was trained with dropped joints: a few absent ones are fine
         warnings.warn(f"lifter {spec.name}: the {pose.layout} detections never provide "
                       f"{', '.join(never)}; lifting with confidence 0 for them", stacklevel=2)

@@ -159,19 +159,30 @@ def flip_permutations(model, spec):
 
 
 def _io(spec) -> dict:
-    """make_pairs keywords for a lifter's input normalisation (its spec; None: VideoPose3D's)."""
+    """make_pairs keywords for a lifter's input normalisation and 2D points (its spec; None:
+    VideoPose3D's normalisation on kinevid's input points)."""
     if spec is None:
         return {"normalisation": "screen_width", "output_units": "m"}
-    return {"normalisation": spec.normalisation, "output_units": spec.output_units}
+    from inference.layouts import get_layout
+    return {"normalisation": spec.normalisation, "output_units": spec.output_units,
+            "input_names": tuple(get_layout(spec.input_layout).native_names)}
+
+
+def _absent(io: dict, source: str, n: int) -> np.ndarray:
+    """(n, J) points a ``source`` kind of detector never gives, for the lifter's inputs."""
+    return D.absent_mask([source] * n, io.get("input_names", D.INPUT_NAMES))
 
 
 def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
-             levels=LEVELS, height: float = 1.75, spec=None, flip: bool = False) -> dict:
+             levels=LEVELS, height: float = 1.75, spec=None, flip: bool = False,
+             source: str = "all") -> dict:
     """{level: {"mpjpe": (J,), "pmpjpe": (J,), "groups": {group: (mpjpe, pmpjpe)}}} in mm.
 
     A lifter predicting in units of height is scaled by the subject's true height (as
     inference scales by the height the user gives). ``flip``: test-time flip augmentation, as
-    ``kinevid lift``/``kinevid run`` use it (needs ``spec``)."""
+    ``kinevid lift``/``kinevid run`` use it (needs ``spec``). ``source``: the kind of 2D
+    detector (:data:`models.lifter_data.INPUT_SOURCES`) whose never-given points are missing
+    from every window ("all": every point given)."""
     io = _io(spec)
     perms = flip_permutations(model, spec) if flip else None
     window = model.receptive_field()
@@ -183,7 +194,8 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     for name, spec in levels:
         rng = np.random.default_rng(seed + 1)
         x, y, ok = D.make_pairs(rng, world, H, sigma=spec.sigma, spec=spec, cams=cams,
-                                return_valid=True, **io)
+                                return_valid=True, absent=_absent(io, source, len(world)),
+                                **io)
         x, y, g, m = x[ok], y[ok], groups[ok], meas[ok]
         p = predict(model, x, flip=perms)
         if io["output_units"] == "height":
@@ -198,7 +210,8 @@ def evaluate(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
 
 
 def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
-                  height: float = 1.75, spec=None, flip: bool = False) -> dict[str, float]:
+                  height: float = 1.75, spec=None, flip: bool = False,
+                  source: str = "all") -> dict[str, float]:
     """MPJPE (mm, realistic noise) where a sequence ends: windows from inside the clips, as
     they are, and with the 2D of every frame after (or before) the centre replaced by the
     centre frame's, as inference pads the last (or first) frame of a sequence (missing
@@ -214,7 +227,8 @@ def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
     noise = dict(LEVELS)[REALISTIC]
     _, y, ok, (uv, conf) = D.make_pairs(np.random.default_rng(seed + 1), world, H,
                                         sigma=noise.sigma, spec=noise, cams=cams,
-                                        return_valid=True, return_2d=True, **io)
+                                        return_valid=True, return_2d=True,
+                                        absent=_absent(io, source, len(world)), **io)
     uv, conf, y, meas = D.fill_missing(uv[ok]), conf[ok], y[ok], meas[ok]
     w, h = cams.w[ok], cams.h[ok]
     out = {}
@@ -248,7 +262,8 @@ def canonical_name(marker: str) -> str:
 
 
 def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
-                     spec: D.NoiseSpec | None = None, lifter=None, flip: bool = False) -> dict:
+                     spec: D.NoiseSpec | None = None, lifter=None, flip: bool = False,
+                     source: str = "all") -> dict:
     """Camera-frame root trajectory error over one held-out clip with one static camera.
 
     The lifted root-relative pose (every frame, ends padded), the noisy 2D, the true focal
@@ -276,7 +291,7 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
     spec = spec or D.NoiseSpec(sigma=0.015)
     io = _io(lifter)
     x, _, (uv, cf) = D.make_pairs(rng, world_all, np.full(T, height), sigma=spec.sigma, spec=spec,
-                                  cams=cams, return_2d=True, **io)
+                                  cams=cams, return_2d=True, absent=_absent(io, source, T), **io)
     pose = predict(model, x, flip=flip_permutations(model, lifter) if flip else None)  # (T, 30, 3)
     if io["output_units"] == "height":
         pose = pose * height
@@ -285,7 +300,7 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
     conf = np.where(np.isfinite(px).all(-1), cf[:, window // 2], 0.0)
     kp = np.full((T, len(D.OUTPUT_MARKERS), 2), np.nan)
     kc = np.zeros((T, len(D.OUTPUT_MARKERS)))
-    for i, n in enumerate(D.INPUT_NAMES):
+    for i, n in enumerate(io.get("input_names", D.INPUT_NAMES)):
         if n != "Neck":
             j = D.OUTPUT_MARKERS.index(n)
             kp[:, j], kc[:, j] = px[:, i], conf[:, i]
@@ -333,6 +348,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="OpenSim held-out trials only (no CMU)")
     ap.add_argument("--no-flip", dest="flip", action="store_false",
                     help="without test-time flip augmentation (inference uses it)")
+    ap.add_argument("--source", default="blazepose", choices=tuple(D.INPUT_SOURCES),
+                    help="the kind of 2D detector of the detailed tables (default: BlazePose, "
+                         "kinevid's offline 2D backend: no head top, no small toes)")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     model, lifter = load(a.weights)
@@ -340,12 +358,24 @@ def main(argv=None) -> int:
     print(f"lifter {a.weights}: receptive field {model.receptive_field()}, "
           f"{len(held)} held-out clips: {', '.join(sorted({c.group for c in held}))}")
     print("test-time flip: " + ("on, as kinevid lift/run use it" if a.flip else "off"))
-    report(evaluate(model, held, stride=a.stride, spec=lifter, flip=a.flip))
+    print("\nby the kind of 2D detector (the points it never gives are missing from every "
+          "window), overall MPJPE / P-MPJPE (mm)")
+    print(f"{'':28s}" + "".join(f"{n:>16}" for n, _ in LEVELS))
+    results = {}
+    for src, gone in D.INPUT_SOURCES.items():
+        results[src] = r = evaluate(model, held, stride=a.stride, spec=lifter, flip=a.flip,
+                                    source=src)
+        print(f"{src:28s}" + "".join(f"{v['mpjpe'].mean():8.1f}/{v['pmpjpe'].mean():<7.1f}"
+                                     for v in r.values()))
+    print("missing: " + "; ".join(f"{k} {', '.join(v) or 'none'}"
+                                  for k, v in D.INPUT_SOURCES.items()))
+    print(f"\ndetailed: {a.source} 2D (missing: {', '.join(D.INPUT_SOURCES[a.source]) or 'none'})")
+    report(results[a.source])
     if a.flip:
-        other = evaluate(model, held, stride=a.stride, spec=lifter, flip=False)
+        other = evaluate(model, held, stride=a.stride, spec=lifter, flip=False, source=a.source)
         print("\nwithout test-time flip, overall MPJPE / P-MPJPE (mm): " + ", ".join(
             f"{n} {r['mpjpe'].mean():.1f}/{r['pmpjpe'].mean():.1f}" for n, r in other.items()))
-    ends = sequence_ends(model, held, stride=a.stride, spec=lifter, flip=a.flip)
+    ends = sequence_ends(model, held, stride=a.stride, spec=lifter, flip=a.flip, source=a.source)
     print(f"\nsequence ends ({REALISTIC} noise; windows padded by repeating the end frame, as "
           "inference pads): MPJPE " + ", ".join(f"{k} {v:.1f}" for k, v in ends.items()) + " mm")
     print("\nroot trajectory (camera frame, no alignment; 1.5% noise; inference.trajectory "
@@ -354,7 +384,7 @@ def main(argv=None) -> int:
                                                             or "walking4" in c.name)]
     walks += [c for c in held if c.group == "cmu:35"]
     for c in walks:
-        t = trajectory_error(model, c, lifter=lifter, flip=a.flip)
+        t = trajectory_error(model, c, lifter=lifter, flip=a.flip, source=a.source)
         print(f"  {c.name:55s} {t['frames']:4d} frames at {t['distance_m']:.1f} m: "
               f"mean {100 * t['mean_m']:.1f} cm, median {100 * t['median_m']:.1f} cm "
               f"(scale {t['scale']:.3f})")

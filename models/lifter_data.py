@@ -55,29 +55,44 @@ from opensim_bridge.errors import InputError
 OUTPUT_MARKERS: tuple[str, ...] = tuple(KEYPOINT_MARKERS)
 ROOT_MARKER = "Hip"
 ROOT_INDEX = OUTPUT_MARKERS.index(ROOT_MARKER)
-INPUT_LAYOUT = "halpe26"
-# HALPE-26 native names in AlphaPose order (inference/layouts.py, "halpe26")
+INPUT_LAYOUT = "halpe26_hands"
+# HALPE-26 native names in AlphaPose order, then the index and pinky knuckles
+# (inference/layouts.py, "halpe26_hands")
 INPUT_NAMES: tuple[str, ...] = (
     "Nose", "LEye", "REye", "LEar", "REar", "LShoulder", "RShoulder", "LElbow", "RElbow",
     "LWrist", "RWrist", "LHip", "RHip", "LKnee", "RKnee", "LAnkle", "RAnkle",
-    "Head", "Neck", "Hip", "LBigToe", "RBigToe", "LSmallToe", "RSmallToe", "LHeel", "RHeel")
-# How each HALPE-26 keypoint is made from the built-in model's markers. All are the marker of
+    "Head", "Neck", "Hip", "LBigToe", "RBigToe", "LSmallToe", "RSmallToe", "LHeel", "RHeel",
+    "LIndex", "RIndex", "LPinky", "RPinky")
+_HANDS = ("LIndex", "RIndex", "LPinky", "RPinky")
+# Which input points each kind of 2D detector never gives (inference/layouts.py conversions
+# to "halpe26_hands"): the lifter meets a point missing from a whole video as often as a
+# point missing for a few frames, so training draws windows with each pattern.
+INPUT_SOURCES: dict[str, tuple[str, ...]] = {
+    "halpe26": _HANDS,                                  # AlphaPose HALPE-26, OpenPose BODY_25B
+    "wholebody": ("Head",),                             # ViTPose / RTMPose COCO-WholeBody
+    "blazepose": ("Head", "LSmallToe", "RSmallToe"),    # MediaPipe BlazePose-33
+    "body25": ("Head",) + _HANDS,                       # OpenPose BODY_25
+    "all": (),
+}
+INPUT_ROOT_INDEX = INPUT_NAMES.index("Hip")
+# How each input keypoint is made from the built-in model's markers. All are the marker of
 # the same name except HALPE "Neck", which is the mid-shoulder point (the built-in "Neck"
 # marker is the cervicale, higher up), so it is the mean of the two shoulder joint centres.
-INPUT_ROOT_INDEX = INPUT_NAMES.index("Hip")
 INPUT_FROM_MARKERS: dict[str, dict[str, float]] = {
     n: ({"RShoulder": 0.5, "LShoulder": 0.5} if n == "Neck" else {n: 1.0}) for n in INPUT_NAMES}
 
 
-def _input_matrix() -> np.ndarray:
-    w = np.zeros((len(INPUT_NAMES), len(OUTPUT_MARKERS)))
-    for i, n in enumerate(INPUT_NAMES):
+def input_matrix(names: tuple[str, ...] = INPUT_NAMES) -> np.ndarray:
+    """(len(names), 30): 2D-layout points = matrix @ built-in markers, for input points named
+    as in :data:`INPUT_NAMES` (a lifter trained on HALPE-26 alone takes its first 26)."""
+    w = np.zeros((len(names), len(OUTPUT_MARKERS)))
+    for i, n in enumerate(names):
         for m, v in INPUT_FROM_MARKERS[n].items():
             w[i, OUTPUT_MARKERS.index(m)] = v
     return w
 
 
-INPUT_MATRIX = _input_matrix()   # (26, 30): halpe = INPUT_MATRIX @ markers
+INPUT_MATRIX = input_matrix()   # (30, 30): inputs = INPUT_MATRIX @ markers
 
 
 def _flip_perm(names) -> np.ndarray:
@@ -762,7 +777,7 @@ def add_noise(rng, uv: np.ndarray, spec: NoiseSpec, sigma: np.ndarray | None = N
     sig = (np.full(B, spec.sigma) if sigma is None else sigma) * size
     if spec.conf_noise:
         # mostly confident, a tail of uncertain joints (roughly what HRNet/RTMPose report)
-        conf = np.clip(1.0 - np.abs(rng.normal(0, 0.12, (B, T, J)))
+        conf = np.clip(1.0 - 0.12 * np.abs(rng.standard_normal((B, T, J), dtype=np.float32))
                        - (rng.random((B, 1, J)) < 0.05) * rng.uniform(0, 0.8, (B, 1, J)), 0, 1)
     else:
         conf = np.ones((B, T, J))
@@ -794,22 +809,20 @@ def fill_missing(xy: np.ndarray) -> np.ndarray:
     """(B, T, J, 2) with NaN -> filled as kinevid's inference fills them
     (:func:`models.lift_infer.fill_missing`): linear in time between samples, held at the ends;
     a joint missing in the whole window takes the frame's mean of the present joints (or 0)."""
-    T = xy.shape[1]
     ok = np.isfinite(xy).all(axis=-1)                        # (B, T, J)
     if ok.all():
         return xy
+    never = ~ok.any(axis=1)                                  # (B, J): nothing to interpolate
     # only the (window, joint) tracks with a gap need the work: a few percent of a batch, and
     # this function was a third of the training step's data time
-    gap = ~ok.all(axis=1)                                    # (B, J)
+    gap = ~ok.all(axis=1) & ~never                           # (B, J)
     if gap.sum() * 4 < gap.size:
-        bi, ji = np.nonzero(gap)
-        sub = xy[bi, :, ji][:, :, None]                     # (K, T, 1, 2)
-        filled = _fill_tracks(sub)[:, :, 0]
         out = xy.copy()
-        out[bi, :, ji] = filled
-        never = ~ok.any(axis=1)
+        if gap.any():
+            bi, ji = np.nonzero(gap)
+            out[bi, :, ji] = _fill_tracks(xy[bi, :, ji][:, :, None])[:, :, 0]
         if never.any():
-            out = _fill_never(out, never)
+            _fill_never(out, never)
         return out
     return _fill_tracks(xy, ok)
 
@@ -833,21 +846,23 @@ def _fill_tracks(xy: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
     out = np.where(ok[..., None], xy, out)
     never = ~ok.any(axis=1)                                  # (B, J)
     if never.any() and out.shape[2] > 1:
-        out = _fill_never(out, never)
+        _fill_never(out, never)
     return out
 
 
-def _fill_never(out: np.ndarray, never: np.ndarray) -> np.ndarray:
-    """Joints missing in a whole window (``never`` (B, J)) take the frame's mean of the
-    present joints (or 0)."""
+def _fill_never(out: np.ndarray, never: np.ndarray) -> None:
+    """In place: joints missing in a whole window (``never`` (B, J)) take the frame's mean of
+    the present joints (or 0); every frame of a present joint must be filled already."""
     rows = np.nonzero(never.any(axis=1))[0]                  # only the windows concerned
-    sub, nv = out[rows], never[rows]
-    present = np.where(nv[:, None, :, None], np.nan, sub)
-    with np.errstate(all="ignore"):
-        centre = np.nan_to_num(np.nanmean(present, axis=2), nan=0.0)   # (K, T, 2)
-    out = out.copy()
-    out[rows] = np.where(nv[:, None, :, None], centre[:, :, None, :], sub)
-    return out
+    sub, nv = out[rows], never[rows]                         # (K, T, J, 2) copy, (K, J)
+    sub[np.broadcast_to(nv[:, None, :, None], sub.shape)] = 0.0
+    # the mean as a weighted sum over the present joints: most training windows need it,
+    # and nanmean over a masked copy cost several times more
+    wgt = (~nv).astype(sub.dtype)
+    wgt /= np.maximum(wgt.sum(axis=1), 1.0)[:, None]
+    centre = np.einsum("ktjc,kj->ktc", sub, wgt)             # (K, T, 2)
+    ki, ji = np.nonzero(nv)
+    out[rows[ki], :, ji] = centre[ki]
 
 
 def model_input(uv: np.ndarray, conf: np.ndarray, w, h,
@@ -873,7 +888,8 @@ class PairSampler:
                  fps_range=(25.0, 60.0), speed_range=(0.8, 1.25),
                  height_range=(1.5, 1.95), sigma_range=(0.0, 0.04), mirror: bool = True,
                  normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m",
-                 edge_fraction: float = 0.0):
+                 edge_fraction: float = 0.0, group_cap_s: float | None = None,
+                 input_sources: dict[str, float] | None = None):
         if not clips:
             raise ValueError("no clips to sample from")
         self.clips = clips
@@ -887,9 +903,26 @@ class PairSampler:
         # windows is centred that close to a clip's end, padded the same way, so the ends of
         # a user's clip are not frames the network never saw.
         self.edge_fraction = float(edge_fraction)
+        # {detector kind (INPUT_SOURCES): probability}: each window's 2D lacks the points that
+        # kind of detector never gives; None: every point given (then only noise drops some)
+        if input_sources:
+            unknown = set(input_sources) - set(INPUT_SOURCES)
+            if unknown:
+                raise ValueError(f"unknown input sources {sorted(unknown)}; "
+                                 f"known: {', '.join(INPUT_SOURCES)}")
+            total = float(sum(input_sources.values()))
+            input_sources = {k: float(v) / total for k, v in input_sources.items()}
+        self.input_sources = input_sources or None
         # weight clips by duration, capped, so long styled-walk takes do not dominate
         dur = np.array([c.frames / c.fps for c in clips])
         wgt = np.minimum(dur, 20.0)
+        if group_cap_s is not None:
+            # and each subject (group) to at most ``group_cap_s`` seconds of weight, so one
+            # subject's many styled walks do not make half of all windows
+            groups = np.array([c.group for c in clips])
+            for g in np.unique(groups):
+                sel = groups == g
+                wgt[sel] *= min(1.0, float(group_cap_s) / wgt[sel].sum())
         self.p = wgt / wgt.sum()
         self._all = np.concatenate([c.markers for c in clips]).astype(np.float64)
         self._frames = np.array([c.frames for c in clips])
@@ -938,36 +971,57 @@ class PairSampler:
             # redraw only what is missing (with a margin), not a whole batch again
             k = B if n == 0 else max(16, int(1.5 * (B - n)))
             world, H = self.windows(k, fps, speed)
+            absent = None
+            if self.input_sources:
+                kinds = list(self.input_sources)
+                pick = self.rng.choice(len(kinds), k, p=list(self.input_sources.values()))
+                absent = absent_mask([kinds[i] for i in pick])
             x, y, ok = make_pairs(self.rng, world, H, sigma=sigma, spec=spec,
                                   sigma_range=self.sigma_range, return_valid=True,
                                   normalisation=self.normalisation,
-                                  output_units=self.output_units)
+                                  output_units=self.output_units, absent=absent)
             xs.append(x[ok])
             ys.append(y[ok])
             n += int(ok.sum())
         return np.concatenate(xs)[:B], np.concatenate(ys)[:B]
 
 
+def absent_mask(sources, input_names: tuple[str, ...] = INPUT_NAMES) -> np.ndarray:
+    """(B, J) True where the detector kind ``sources[b]`` (keys of :data:`INPUT_SOURCES`)
+    never gives input point j."""
+    pattern = {k: np.isin(input_names, v) for k, v in INPUT_SOURCES.items()}
+    return np.array([pattern[k] for k in sources], dtype=bool).reshape(len(sources),
+                                                                       len(input_names))
+
+
 def make_pairs(rng, world: np.ndarray, H: np.ndarray, sigma=None, spec=None,
                sigma_range=(0.0, 0.04), cams: Cameras | None = None, return_valid: bool = False,
                normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m",
-               return_2d: bool = False):
+               return_2d: bool = False, input_names: tuple[str, ...] = INPUT_NAMES,
+               absent: np.ndarray | None = None):
     """Project world windows through random cameras and add noise: (inputs, centre targets)
     (and, with ``return_valid``, a (B,) mask of windows fully in front of the camera, at least
     0.5 m away, and within one image size of the image; with ``return_2d``, last, the noisy
-    pixels (B, T, 26, 2) with NaN where dropped and the confidences (B, T, 26)).
-    ``output_units``: "m", or "height" (targets divided by each subject's height ``H``)."""
+    pixels (B, T, J, 2) with NaN where dropped and the confidences (B, T, J)).
+    ``output_units``: "m", or "height" (targets divided by each subject's height ``H``).
+    ``input_names``: the 2D points (:data:`INPUT_NAMES` or a prefix, as the lifter takes);
+    ``absent`` (B, J): points missing from the whole window, as from a detector that never
+    gives them (:func:`absent_mask`)."""
     B, T = world.shape[:2]
     c = T // 2
     if cams is None:
         cams = random_cameras(rng, world[:, c, ROOT_INDEX], H)
-    halpe = np.matmul(INPUT_MATRIX, world)
-    uv, Xh = project(halpe, cams)
+    mat = INPUT_MATRIX if input_names == INPUT_NAMES else input_matrix(input_names)
+    uv, Xh = project(np.matmul(mat, world), cams)
     _, Xc = project(world[:, c], cams)
     target = Xc - Xc[:, ROOT_INDEX:ROOT_INDEX + 1]
     spec = spec or NoiseSpec()
     sig = rng.uniform(*sigma_range, B) if sigma is None else np.full(B, float(sigma))
     uv_n, conf = add_noise(rng, uv, spec, sig)
+    if absent is not None and absent.any():
+        gone = np.broadcast_to(absent[:, None, :], conf.shape)
+        uv_n[gone] = np.nan
+        conf = np.where(gone, 0.0, conf)
     x = model_input(uv_n, conf, cams.w, cams.h, normalisation)
     if output_units == "height":
         target = target / np.asarray(H, float)[:, None, None]

@@ -97,6 +97,9 @@ class LifterSpec:
     root_index: int = 0                  # output joint the 3D is relative to (pelvis)
     input_root_index: int | None = None  # input joint the person_window normalisation centres on
     output_units: str = "m"              # "m", or "height": multiply by the subject's height
+    # {detector kind: canonical input points it never gives} the lifter was trained with
+    # (a video missing one of these sets is expected, not a degraded input)
+    input_sources: dict | None = dataclasses.field(default=None, hash=False)
     url: str | None = None
     sha256: str | None = None            # full hash when known; None: download needs trust
     sha256_prefix: str | None = None     # (kept for models.checkpoints.fetch)
@@ -131,7 +134,7 @@ class LifterSpec:
 
 LIFTER_REGISTRY: dict[str, LifterSpec] = {s.name: s for s in [
     LifterSpec(
-        name="kinevid", input_layout="halpe26", output_names=_KINEVID_OUT, in_features=3,
+        name="kinevid", input_layout="halpe26_hands", output_names=_KINEVID_OUT, in_features=3,
         file="models/weights/kinevid_lifter.pt",
         licence="kinevid's own weights, trained on the public data listed in its model card "
                 "(models/weights/kinevid_lifter.md)",

@@ -33,7 +33,11 @@ DEFAULTS = {
     "opensim_weight": 5.0, "sigma_range": (0.0, 0.04), "fps_range": (25.0, 60.0),
     "speed_range": (0.8, 1.25), "height_range": (1.5, 1.95), "bn_batches": 100,
     "normalisation": "person_window", "output_units": "height", "edge_fraction": 0.0,
-    "precision": "bf16", "threads": 1,
+    "precision": "bf16", "threads": 1, "group_cap_s": 80.0,
+    # the kinds of 2D detector a window's input imitates (lifter_data.INPUT_SOURCES: the points
+    # each never gives); BlazePose is kinevid's offline default, so the largest share
+    "input_sources": {"halpe26": 0.25, "wholebody": 0.2, "blazepose": 0.35, "body25": 0.1,
+                      "all": 0.1},
 }
 
 
@@ -51,6 +55,16 @@ def plain(obj):
     if isinstance(obj, (float, np.floating)):
         return float(obj)
     return str(obj)
+
+
+def input_sources_meta(sources) -> dict[str, list[str]] | None:
+    """{detector kind: canonical names of the input points it never gives} for the kinds
+    training drew (``cfg["input_sources"]``), as the checkpoint's meta states them."""
+    if not sources:
+        return None
+    from inference.layouts import get_layout
+    lay = get_layout(D.INPUT_LAYOUT)
+    return {k: [lay.names[lay.index(n)] for n in D.INPUT_SOURCES[k]] for k in sources}
 
 
 def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -183,7 +197,9 @@ def train(cfg: dict, out: Path, log=print, clips: list | None = None) -> dict:
                             speed_range=cfg["speed_range"], height_range=cfg["height_range"],
                             sigma_range=cfg["sigma_range"], normalisation=cfg["normalisation"],
                             output_units=cfg["output_units"],
-                            edge_fraction=cfg.get("edge_fraction", 0.0))
+                            edge_fraction=cfg.get("edge_fraction", 0.0),
+                            group_cap_s=cfg.get("group_cap_s"),
+                            input_sources=cfg.get("input_sources"))
     # OpenSim-driven clips are the built-in model itself (the output's own geometry) but only
     # a minute of motion: weight them up
     w = sampler.p * np.array([cfg["opensim_weight"] if c.source == "opensim" else 1.0
@@ -234,6 +250,7 @@ def train(cfg: dict, out: Path, log=print, clips: list | None = None) -> dict:
         "format": "kinevid-lifter-1",
         "input_layout": D.INPUT_LAYOUT,
         "input_names": list(D.INPUT_NAMES),
+        "input_sources": input_sources_meta(cfg.get("input_sources")),
         "in_features": 3,
         "output_names": list(D.OUTPUT_MARKERS),
         "root_index": D.ROOT_INDEX,
@@ -241,7 +258,8 @@ def train(cfg: dict, out: Path, log=print, clips: list | None = None) -> dict:
         "output_units": cfg["output_units"],
         "output_frame": "camera: x right, y down, z forward; root-relative (root = Hip, mid-hip)",
         "normalisation": cfg["normalisation"],
-        "missing_2d": "linear in time between samples (held at ends), confidence 0",
+        "missing_2d": "linear in time between samples (held at ends), confidence 0; a point "
+                      "never seen in the window: the mean of the seen points, confidence 0",
         "filter_widths": list(cfg["filter_widths"]),
         "channels": int(cfg["channels"]),
         "causal": False,

@@ -6,8 +6,8 @@ import pytest
 
 from inference.layouts import DERIVED, LAYOUTS, convert, get_layout, mapping
 
-SIZES = {"coco17": 17, "coco_wholebody133": 133, "halpe26": 26, "blazepose33": 33, "h36m17": 17,
-         "body25": 25, "body25b": 25}
+SIZES = {"coco17": 17, "coco_wholebody133": 133, "halpe26": 26, "halpe26_hands": 30,
+         "blazepose33": 33, "h36m17": 17, "body25": 25, "body25b": 25}
 
 
 def test_sizes_and_aliases():
@@ -116,7 +116,8 @@ def test_derived_joints_follow_their_formulas():
     h2, _ = convert(kp2, conf, "coco17", "h36m17")
     assert np.isnan(h2[H.index("mid_hip")]).all() and np.isnan(h2[H.index("spine")]).all()
     assert not np.isnan(h2[H.index("neck")]).any()
-    assert set(DERIVED) == {"mid_hip", "neck", "spine", "head", "left_big_toe", "right_big_toe"}
+    assert set(DERIVED) == {"mid_hip", "neck", "spine", "head", "left_big_toe", "right_big_toe",
+                            "left_index", "right_index", "left_pinky", "right_pinky"}
 
 
 def test_blazepose_foot_index_stands_in_for_the_big_toe():
@@ -129,6 +130,28 @@ def test_blazepose_foot_index_stands_in_for_the_big_toe():
         np.testing.assert_array_equal(out[h.index(f"{side}_big_toe")], kp[b.index(f"{side}_foot_index")])
         assert oc[h.index(f"{side}_big_toe")] == conf[b.index(f"{side}_foot_index")]
         assert np.isnan(out[h.index(f"{side}_small_toe")]).all()  # no stand-in for the small toe
+
+
+def test_hand_knuckles_from_blazepose_and_wholebody():
+    # the lifter's input layout takes BlazePose's index/pinky points as they are and
+    # COCO-WholeBody's first (MCP) joints of those fingers; HALPE-26 has no hands
+    lay = LAYOUTS["halpe26_hands"]
+    assert lay.native_names[:26] == LAYOUTS["halpe26"].native_names
+    rng = np.random.default_rng(5)
+    for src, own in (("blazepose33", "{}_index"), ("coco_wholebody133", "{}_index1")):
+        s = LAYOUTS[src]
+        kp = rng.uniform(0, 500, (s.n, 2))
+        out, _ = convert(kp, np.ones(s.n), src, "halpe26_hands")
+        for side in ("left", "right"):
+            np.testing.assert_array_equal(out[lay.index(f"{side}_index")],
+                                          kp[s.index(own.format(side))])
+            np.testing.assert_array_equal(out[lay.index(f"{side}_pinky")],
+                                          kp[s.index(own.format(side).replace("index", "pinky"))])
+    out, conf = convert(np.zeros((26, 2)), np.ones(26), "halpe26", "halpe26_hands")
+    assert np.isnan(out[26:]).all() and (conf[26:] == 0).all()
+    # mirror pairs: left and right knuckles swap
+    flip = lay.flip_index
+    assert lay.names[flip[lay.index("left_pinky")]] == "right_pinky"
 
 
 def test_body25b_to_halpe_and_back_and_3d_input():

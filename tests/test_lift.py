@@ -210,3 +210,44 @@ def test_lift_refuses_a_layout_without_the_needed_points(tmp_path):
     from opensim_bridge.errors import InputError
     with pytest.raises(InputError, match="never provide.*heel"):
         lift_pose2d(pose, model=build_lifter(spec).eval(), spec=spec)
+
+
+def _halpe26_walk() -> Pose2D:
+    """The walk in HALPE-26: COCO-17 plus a head top above the nose and feet around the
+    ankles (their exact place does not matter to what is tested)."""
+    coco = _walk_pose2d()
+    uv, conf = coco.tracks[4].data, coco.tracks[4].weights()
+    from inference.layouts import convert
+    kp, c = convert(uv, conf, "coco17", "halpe26")
+    h = get_layout("halpe26")
+    kp[:, h.index("head_top")] = kp[:, h.index("nose")] - [0.0, 15.0]
+    for side in ("left", "right"):
+        ankle = kp[:, h.index(f"{side}_ankle")]
+        for part, off in (("heel", (-6.0, 8.0)), ("big_toe", (14.0, 10.0)),
+                          ("small_toe", (12.0, 11.0))):
+            kp[:, h.index(f"{side}_{part}")] = ankle + off
+    c = np.full(kp.shape[:2], 0.9)
+    return Pose2D.from_arrays(coco.frames, coco.time, [4], kp[None], c[None], "halpe26",
+                              video_size=coco.video_size, source="synthetic walk")
+
+
+def test_lift_takes_a_detector_kind_its_lifter_was_trained_for(recwarn):
+    # a lifter with hand inputs refuses 2D that never has hands (four points missing) unless
+    # it was trained on such detections (meta 'input_sources'); then it lifts without a warning
+    from opensim_bridge.errors import InputError
+    pose = _halpe26_walk()
+    base = dataclasses.replace(LIFTER_REGISTRY["kinevid"], input_layout="halpe26_hands",
+                               channels=16, filter_widths=(3,))
+    model = build_lifter(base).eval()
+    with pytest.raises(InputError, match="never provide left_index, right_index"):
+        lift_pose2d(pose, model=model, spec=base)
+    hands = ["left_index", "right_index", "left_pinky", "right_pinky"]
+    spec = dataclasses.replace(base, input_sources={"halpe26": hands})
+    res = lift_pose2d(pose, model=model, spec=spec)
+    assert res.series.data.shape[0] == len(pose.time) and np.isfinite(res.series.data).all()
+    assert not [w for w in recwarn if "never provide" in str(w.message)]
+    # a set the training never left out still warns
+    spec = dataclasses.replace(base, input_sources={"halpe26": hands[:2]})
+    pose.tracks[4].data[:, get_layout("halpe26").index("head_top")] = np.nan
+    with pytest.raises(InputError, match="never provide"):
+        lift_pose2d(pose, model=model, spec=spec)

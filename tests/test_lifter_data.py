@@ -20,9 +20,12 @@ def clips(tmp_path_factory):
 
 
 def test_layout_tables():
-    assert len(D.INPUT_NAMES) == 26 and len(D.OUTPUT_MARKERS) == 30
+    assert len(D.INPUT_NAMES) == 30 and len(D.OUTPUT_MARKERS) == 30
     from inference.layouts import get_layout
-    assert tuple(get_layout("halpe26").native_names) == D.INPUT_NAMES
+    assert tuple(get_layout(D.INPUT_LAYOUT).native_names) == D.INPUT_NAMES
+    # HALPE-26 first, so a lifter trained on HALPE-26 alone takes the first 26 rows
+    assert tuple(get_layout("halpe26").native_names) == D.INPUT_NAMES[:26]
+    np.testing.assert_array_equal(D.input_matrix(D.INPUT_NAMES[:26]), D.INPUT_MATRIX[:26])
     np.testing.assert_allclose(D.INPUT_MATRIX.sum(axis=1), 1.0)
     neck = D.INPUT_NAMES.index("Neck")
     assert D.INPUT_MATRIX[neck, D.OUTPUT_MARKERS.index("RShoulder")] == 0.5
@@ -36,7 +39,7 @@ def test_pairs_have_consistent_shapes(clips):
     train, _ = D.split_clips(clips)
     s = D.PairSampler(train, 27, seed=1)
     x, y = s.batch(32)
-    assert x.shape == (32, 27, 26, 3) and x.dtype == np.float32
+    assert x.shape == (32, 27, 30, 3) and x.dtype == np.float32
     assert y.shape == (32, 30, 3) and y.dtype == np.float32
     assert np.isfinite(x).all() and np.isfinite(y).all()
     np.testing.assert_allclose(y[:, D.ROOT_INDEX], 0.0, atol=1e-6)
@@ -258,3 +261,58 @@ def test_fast_dropout_is_dropout():
     assert {k: v.shape for k, v in model.state_dict().items()} == keys
     drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert drops and all(type(m) is FastDropout and m.p == DEFAULTS["dropout"] for m in drops)
+
+
+def test_detector_kinds_match_the_layout_conversions():
+    # each INPUT_SOURCES pattern is what converting that detector's layout leaves out
+    from inference.layouts import get_layout, mapping
+    lay = get_layout(D.INPUT_LAYOUT)
+    for kind, layout in (("halpe26", "halpe26"), ("wholebody", "coco_wholebody133"),
+                         ("blazepose", "blazepose33"), ("body25", "body25")):
+        missing = {lay.native_names[j] for j, m in enumerate(mapping(layout, D.INPUT_LAYOUT))
+                   if m is None}
+        assert missing == set(D.INPUT_SOURCES[kind]), kind
+    assert D.INPUT_SOURCES["all"] == ()
+
+
+def test_sampler_draws_windows_without_a_detectors_points(clips):
+    train, _ = D.split_clips(clips)
+    kinds = {"blazepose": 0.5, "halpe26": 0.5}
+    s = D.PairSampler(train, 27, seed=4, input_sources=kinds)
+    x, _ = s.batch(400)
+    gone = (x[:, :, :len(D.INPUT_NAMES), 2] == 0).all(axis=1)          # (B, J): never seen
+    head, toes = D.INPUT_NAMES.index("Head"), D.INPUT_NAMES.index("LSmallToe")
+    hands = [D.INPUT_NAMES.index(n) for n in ("LIndex", "RIndex", "LPinky", "RPinky")]
+    blaze = gone[:, head] & gone[:, toes]
+    halpe = gone[:, hands].all(axis=1)
+    # about half of each, never both, and a missing point sits where inference puts it:
+    # on the mean of the points seen in that frame (relative to the window's root)
+    assert 140 < blaze.sum() < 260 and 140 < halpe.sum() < 260
+    assert not (blaze & halpe).any() and (blaze | halpe).all()
+    b = np.flatnonzero(blaze)[0]
+    seen = ~gone[b]
+    seen[head] = seen[toes] = seen[D.INPUT_NAMES.index("RSmallToe")] = False
+    centre = x[b, :, :len(D.INPUT_NAMES), :2][:, seen].mean(axis=1)
+    # (the mean of the seen points in pixels, then normalised: the same point)
+    np.testing.assert_allclose(x[b, :, head, :2], centre, atol=0.05)
+    with pytest.raises(ValueError, match="unknown input sources"):
+        D.PairSampler(train, 27, input_sources={"openpose": 1.0})
+
+
+def test_group_cap_balances_subjects(clips):
+    train, _ = D.split_clips(clips)
+    groups = np.array([c.group for c in train])
+    dur = {g: sum(min(c.frames / c.fps, 20.0) for c in train if c.group == g)
+           for g in set(groups)}
+    cap = 6.0
+    assert max(dur.values()) > cap > min(dur.values())     # the cap binds for some groups only
+    p = D.PairSampler(train, 27, group_cap_s=cap).p
+    share = {g: p[groups == g].sum() for g in dur}
+    total = sum(min(d, cap) for d in dur.values())
+    for g, d in dur.items():
+        assert share[g] == pytest.approx(min(d, cap) / total), g
+    # within a group the clips keep their duration weights
+    big = max(dur, key=dur.get)
+    q = D.PairSampler(train, 27).p
+    np.testing.assert_allclose(p[groups == big] / p[groups == big].sum(),
+                               q[groups == big] / q[groups == big].sum())

@@ -21,7 +21,7 @@ from models.lifter_registry import LIFTER_REGISTRY, build_lifter
 RF = 9
 
 
-def _walk_2d(T=40, J=26, seed=0):
+def _walk_2d(T=40, J=len(D.INPUT_NAMES), seed=0):
     """A plausible moving 2D skeleton: random pose around a root drifting across the image."""
     rng = np.random.default_rng(seed)
     base = rng.normal(0, 80, (J, 2))
@@ -41,15 +41,16 @@ def test_unknown_normalisation_is_refused():
 def test_window_is_centred_on_the_centre_root_and_scaled_by_its_size():
     xy, conf = _walk_2d(T=RF)
     x = person_window(xy[None], conf[None], 1920, 1080, D.INPUT_ROOT_INDEX)
-    assert x.shape == (1, RF, 27, 3) and x.dtype == np.float32
+    J = len(D.INPUT_NAMES)
+    assert x.shape == (1, RF, J + 1, 3) and x.dtype == np.float32
     s = window_size(xy[None], D.INPUT_ROOT_INDEX)[0]
     np.testing.assert_allclose(x[0, RF // 2, D.INPUT_ROOT_INDEX, :2], 0, atol=1e-6)
-    np.testing.assert_allclose(x[0, :, :26, :2] * s + xy[RF // 2, D.INPUT_ROOT_INDEX],
+    np.testing.assert_allclose(x[0, :, :J, :2] * s + xy[RF // 2, D.INPUT_ROOT_INDEX],
                                xy, atol=1e-3)
-    np.testing.assert_allclose(x[0, :, :26, 2], conf, atol=1e-6)
+    np.testing.assert_allclose(x[0, :, :J, 2], conf, atol=1e-6)
     # the context row: centre root in VideoPose3D screen coordinates, then the size
     root = xy[RF // 2, D.INPUT_ROOT_INDEX]
-    np.testing.assert_allclose(x[0, :, 26], np.broadcast_to(
+    np.testing.assert_allclose(x[0, :, J], np.broadcast_to(
         [root[0] / 1920 * 2 - 1, root[1] / 1920 * 2 - 1080 / 1920, SIZE_GAIN * s / 1920],
         (RF, 3)), atol=1e-6)
 
@@ -60,8 +61,9 @@ def test_pose_rows_do_not_depend_on_image_scale_or_position():
     xy, conf = _walk_2d(T=RF, seed=1)
     a = person_window(xy[None], conf[None], 1920, 1080, D.INPUT_ROOT_INDEX)
     b = person_window((2.0 * xy + [123.0, -45.0])[None], conf[None], 1920, 1080, D.INPUT_ROOT_INDEX)
-    np.testing.assert_allclose(a[..., :26, :], b[..., :26, :], atol=1e-5)
-    assert b[0, 0, 26, 2] == pytest.approx(2 * a[0, 0, 26, 2], rel=1e-6)
+    J = len(D.INPUT_NAMES)
+    np.testing.assert_allclose(a[..., :J, :], b[..., :J, :], atol=1e-5)
+    assert b[0, 0, J, 2] == pytest.approx(2 * a[0, 0, J, 2], rel=1e-6)
 
 
 def test_size_ignores_a_single_bad_frame():
@@ -89,7 +91,7 @@ def test_training_pairs_use_the_same_input_as_inference():
         ref = person_window(fill_missing(uv[i])[None], conf[None], cams.w[i], cams.h[i],
                             D.INPUT_ROOT_INDEX)
         np.testing.assert_allclose(x[i], ref[0], atol=1e-5)
-    assert x_m.shape[2] == 26 and x.shape[2] == 27
+    assert x_m.shape[2] == len(D.INPUT_NAMES) and x.shape[2] == len(D.INPUT_NAMES) + 1
 
 
 def _net(seed=0):

@@ -140,12 +140,13 @@ def test_shipped_lifter_lifts_the_same_in_numpy_and_torch():
     from models.lifter_registry import load_lifter
 
     rng = np.random.default_rng(3)
-    T, J = 60, get_layout("halpe26").n
+    tm, spec_t = load_lifter("kinevid", quiet=True)
+    T, J = 60, get_layout(spec_t.input_layout).n
     base = rng.uniform(300, 700, size=(1, J, 2))
     kp = base + np.cumsum(rng.normal(0, 2.0, size=(T, J, 2)), axis=0)
     kp[10:14, 5] = np.nan                                  # a gap, filled as inference fills it
+    kp[:, -2:] = np.nan                                    # points this detector never gives
     conf = rng.uniform(0.3, 1.0, size=(T, J))
-    tm, spec_t = load_lifter("kinevid", quiet=True)
     nm, spec_n = load_numpy_lifter("kinevid")
     assert spec_t == spec_n
     want = lift_sequence(tm, spec_t, kp, conf, (1280, 720), height=1.8)
@@ -161,7 +162,8 @@ def test_lifting_with_the_shipped_lifter_never_imports_torch():
         "from inference.lift import load_lifter_for_inference\n"
         "from models.lift_infer import lift_sequence\n"
         "m, s = load_lifter_for_inference('kinevid')\n"
-        "kp = np.random.default_rng(0).uniform(300, 600, (30, 26, 2))\n"
+        "from inference.layouts import get_layout\n"
+        "kp = np.random.default_rng(0).uniform(300, 600, (30, get_layout(s.input_layout).n, 2))\n"
         "out = lift_sequence(m, s, kp, None, (1280, 720), height=1.7)\n"
         "assert out.shape == (30, 30, 3) and np.isfinite(out).all()\n"
         "print('torch' in sys.modules)\n")
