@@ -270,6 +270,10 @@ def _make(name: str, table: list[tuple[str, str]], edge_names: Iterable[tuple[st
     return Layout(name, names, native, edges, tuple(sorted(flips)))
 
 
+_HALPE_EDGES = (_FACE_HEAD + _ARMS + _LEGS + _FEET
+                + [("head_top", "neck"), ("nose", "neck"), ("neck", "left_shoulder"),
+                   ("neck", "right_shoulder"), ("neck", "mid_hip"), ("mid_hip", "left_hip"),
+                   ("mid_hip", "right_hip")])
 _WB_FACE0 = 23  # first face point in COCO-WholeBody
 LAYOUTS: dict[str, Layout] = {
     "coco17": _make("coco17", _COCO17, _COCO_EDGES),
@@ -278,16 +282,9 @@ LAYOUTS: dict[str, Layout] = {
         _COCO_EDGES + _FEET + _face_edges() + _hand_edges("left") + _hand_edges("right")
         + [("left_wrist", "left_hand_root"), ("right_wrist", "right_hand_root")],
         [(_WB_FACE0 + a, _WB_FACE0 + b) for a, b in _FACE68_FLIP]),
-    "halpe26": _make("halpe26", _HALPE26,
-                     _FACE_HEAD + _ARMS + _LEGS + _FEET
-                     + [("head_top", "neck"), ("nose", "neck"), ("neck", "left_shoulder"),
-                        ("neck", "right_shoulder"), ("neck", "mid_hip"), ("mid_hip", "left_hip"),
-                        ("mid_hip", "right_hip")]),
+    "halpe26": _make("halpe26", _HALPE26, _HALPE_EDGES),
     "halpe26_hands": _make("halpe26_hands", _HALPE26_HANDS,
-                           _FACE_HEAD + _ARMS + _LEGS + _FEET
-                           + [("head_top", "neck"), ("nose", "neck"), ("neck", "left_shoulder"),
-                              ("neck", "right_shoulder"), ("neck", "mid_hip"),
-                              ("mid_hip", "left_hip"), ("mid_hip", "right_hip")]
+                           _HALPE_EDGES
                            + [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right") for a, b in
                               (("wrist", "index"), ("wrist", "pinky"), ("index", "pinky"))]),
     "blazepose33": _make("blazepose33", _BLAZEPOSE33,

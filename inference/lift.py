@@ -155,14 +155,13 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
     kp_in, conf_in = convert(kp, conf, pose.layout, spec.input_layout)
     never = [n for j, n in enumerate(get_layout(spec.input_layout).names)
              if not np.isfinite(kp_in[present, j]).any()]
+    # a lifter trained on detections that never give these points takes them as they are
     trained_for = any(set(never) <= set(v) for v in (spec.input_sources or {}).values())
-    if never and trained_for:
-        pass   # the lifter was trained on detections that never give these points
-    elif never and spec.in_features == 3 and len(never) <= 3:
+    if never and not trained_for and spec.in_features == 3 and len(never) <= 3:
         # a confidence-aware lifter was trained with dropped joints: a few absent ones are fine
         warnings.warn(f"lifter {spec.name}: the {pose.layout} detections never provide "
                       f"{', '.join(never)}; lifting with confidence 0 for them", stacklevel=2)
-    elif never:
+    elif never and not trained_for:
         raise InputError(f"lifter {spec.name} needs 2D keypoints in the {spec.input_layout} layout; "
                          f"the {pose.layout} detections never provide {', '.join(never)}. Use a "
                          "detector with these points or another --lifter", pose.source)

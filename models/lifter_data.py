@@ -912,6 +912,7 @@ class PairSampler:
                                  f"known: {', '.join(INPUT_SOURCES)}")
             total = float(sum(input_sources.values()))
             input_sources = {k: float(v) / total for k, v in input_sources.items()}
+            self._absent = absent_mask(list(input_sources))          # (kinds, J)
         self.input_sources = input_sources or None
         # weight clips by duration, capped, so long styled-walk takes do not dominate
         dur = np.array([c.frames / c.fps for c in clips])
@@ -973,9 +974,8 @@ class PairSampler:
             world, H = self.windows(k, fps, speed)
             absent = None
             if self.input_sources:
-                kinds = list(self.input_sources)
-                pick = self.rng.choice(len(kinds), k, p=list(self.input_sources.values()))
-                absent = absent_mask([kinds[i] for i in pick])
+                pick = self.rng.choice(len(self._absent), k, p=list(self.input_sources.values()))
+                absent = self._absent[pick]
             x, y, ok = make_pairs(self.rng, world, H, sigma=sigma, spec=spec,
                                   sigma_range=self.sigma_range, return_valid=True,
                                   normalisation=self.normalisation,
