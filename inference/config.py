@@ -149,13 +149,19 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "weights": Setting({}, dict, "marker weight overrides: {keypoint or marker: weight}"),
         "coordinate_priors": Setting(
             {"lumbar_extension": {"weight": 0.02, "value_deg": -20.0},
-             "lumbar_bending": 0.02, "lumbar_rotation": 0.02}, dict,
+             "lumbar_bending": 0.02, "lumbar_rotation": 0.02,
+             "mtp_angle_r": 0.01, "mtp_angle_l": 0.01}, dict,
             "weak pulls of coordinates towards a value {coordinate: weight, or {weight, "
-            "value_deg}} (default value: the model's default). Video keypoints put the hips and "
-            "mid-hip on one line, so the pelvis tilt is unobservable and trades freely against "
-            "lumbar extension and hip flexion; the prior settles the split at the lumbar "
-            "extension of typical gait in Rajagopal-convention models (about -20 deg in the "
-            "reference walks in ../shared/data). Coordinates the model lacks are ignored"),
+            "value_deg}} (default value: the model's default); a config's entries add to these "
+            "defaults or replace them one by one (weight 0 removes one). Video keypoints put the hips and mid-hip on one line, so the pelvis tilt is "
+            "unobservable and trades freely against lumbar extension and hip flexion; the prior "
+            "settles the split at the lumbar extension of typical gait in Rajagopal-convention "
+            "models (about -20 deg in the reference walks in ../shared/data). The toes (mtp) "
+            "pull towards neutral: a heel and two toe keypoints cannot tell the toe joint from "
+            "the ankle, and a free mtp bends 25-30 deg to absorb a few mm of toe-keypoint error, "
+            "taking the ankle angle with it (synthetic walk: ankle RMSE 6.1 -> 3.6 deg); real "
+            "toe extension at push-off is then under-reported. Coordinates the model lacks are "
+            "ignored"),
         "start": Setting(None, (int, float), "first time to process, s", optional=True),
         "end": Setting(None, (int, float), "last time to process, s", optional=True),
     },
@@ -276,8 +282,19 @@ def _merge(cfg: RunConfig, data: dict, origin: str) -> None:
         if not isinstance(table, dict):
             raise InputError(f"[{section}] must be a table of settings", origin)
         for key, value in table.items():
-            cfg.values[section][key] = _check(section, key, value, origin)
+            _set(cfg, section, key, _check(section, key, value, origin))
             cfg.sources[f"{section}.{key}"] = origin
+
+
+# Tables whose entries are added to (or replace entries of) the current table instead of
+# replacing it: a config that adds one coordinate prior keeps the default ones.
+ADDITIVE = {("ik", "coordinate_priors")}
+
+
+def _set(cfg: RunConfig, section: str, key: str, value: Any) -> None:
+    if (section, key) in ADDITIVE:
+        value = {**cfg.values[section][key], **value}
+    cfg.values[section][key] = value
 
 
 def load_config(path: str | os.PathLike | None = None, base: RunConfig | None = None) -> RunConfig:
@@ -319,7 +336,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], origin: str = "co
         if value is None:
             continue
         section, key = dotted.split(".", 1)
-        out.values[section][key] = _check(section, key, value, origin)   # raises when unknown
+        _set(out, section, key, _check(section, key, value, origin))   # raises when unknown
         out.sources[dotted] = origin
     return out
 

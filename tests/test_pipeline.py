@@ -94,6 +94,23 @@ def test_config_file_then_options_then_set(tmp_path):
     assert cfg["grf"]["lowpass_hz"] == 12.0
 
 
+def test_coordinate_priors_add_to_the_defaults(tmp_path):
+    """A config that adds one coordinate prior keeps the default ones (the toe joints held near
+    neutral, the lumbar split); weight 0 turns a default off; --set adds on top of the file."""
+    default = default_config()["ik"]["coordinate_priors"]
+    assert {"mtp_angle_r", "mtp_angle_l", "lumbar_extension"} <= set(default)
+    toml = tmp_path / "kinevid.toml"
+    toml.write_text("[ik.coordinate_priors]\nmtp_angle_r = 0\n"
+                    "knee_angle_r = { weight = 0.5, value_deg = 10 }\n")
+    cfg = load_config(toml)
+    priors = cfg["ik"]["coordinate_priors"]
+    assert priors["mtp_angle_r"] == 0 and priors["knee_angle_r"]["value_deg"] == 10
+    assert priors["mtp_angle_l"] == default["mtp_angle_l"]
+    assert priors["lumbar_extension"] == default["lumbar_extension"]
+    cfg = apply_overrides(cfg, {"ik.coordinate_priors": {"hip_flexion_r": 0.1}})
+    assert set(cfg["ik"]["coordinate_priors"]) == set(priors) | {"hip_flexion_r"}
+
+
 @pytest.mark.parametrize("text, problem", [
     ("[ik]\njbos = 2\n", "unknown setting ik.jbos"),
     ("[iK]\njobs = 2\n", "unknown section [iK]"),

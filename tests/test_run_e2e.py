@@ -139,13 +139,6 @@ def synthetic_pose2d(keypoints, noise_px=2.5, seed=0, **camera):
 
 
 # --------------------------------------------------------------------------- tests
-@pytest.mark.xfail(strict=True, reason="issue 7 target not reached: with the shipped lifter "
-                   "(trained on the point sets real detectors give; 63.2 mm held-out from "
-                   "BlazePose-like 2D, where the one before scored 126.6) the left ankle "
-                   "flexion is at 6.07 deg RMSE against the 6 deg limit (right ankle 5.58, "
-                   "knees 2.4-4.1, hips 2.1-2.6); a second seed of the same settings: 6.10; "
-                   "the ankles carry a +2..+5 deg dorsiflexion bias that varies from run to "
-                   "run (-1 to +6.5 over seven trainings)")
 def test_synthetic_end_to_end_recovers_the_source_joint_angles(tmp_path):
     require_lifter()
     from inference.cli import main
