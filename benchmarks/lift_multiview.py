@@ -184,6 +184,14 @@ def main(argv=None) -> int:
           f"depth {depth:.1f} mm; root position error median {100 * np.median(root_dist):.1f} cm "
           f"at {np.median(np.linalg.norm(ref_root[ok], axis=-1)):.1f} m (of it along the "
           f"optical axis: median {100 * np.median(root_depth):+.1f} cm, + = placed too far)")
+    # Body size: the lifted pose is scaled by the height the user gives (--height); the RMS
+    # size of the triangulated pose against it says how far that height is from the subject's
+    # (the distance to the camera scales with it: a person taken as taller is placed farther)
+    size = lambda p: np.sqrt(((p - p.mean(1, keepdims=True)) ** 2).sum((1, 2)))
+    ratio = float(np.median(size(ref[ok]) / size(est[ok])))
+    print(f"  size of the triangulated pose / the lifted one: median {ratio:.3f} (a subject of "
+          f"about {ratio * a.height:.2f} m against the {a.height:.2f} m given; the root depth "
+          f"error that alone would cause: {100 * (1 / ratio - 1) * np.median(ref_root[ok, 2]):+.1f} cm)")
     print(f"  {'joint':<18} MPJPE  P-MPJPE (mm)")
     for j, n in enumerate(JOINTS):
         print(f"  {n:<18} {e[:, j].mean():6.1f} {pa[:, j].mean():6.1f}")

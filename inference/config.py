@@ -133,6 +133,13 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "min_confidence": Setting(0.5, (int, float), "keypoint pair confidence preferred for "
                                   "measuring", minimum=0.0, maximum=1.0),
         "average_sides": Setting(True, bool, "average left and right segment ratios"),
+        "from_height": Setting(["foot"], (list, tuple), "segments (keypoint_scaling.SEGMENTS "
+                               "names) scaled by the subject's height instead of their "
+                               "measured length. The feet by default: a lifter gives the heel "
+                               "to big toe distance ~7 % short (regression towards the ankle), "
+                               "the model's feet scaled to it turn that into an ankle angle "
+                               "bias (synthetic walk: ankle RMSE 6.1 -> 4.9 deg, knees 3.5 -> "
+                               "2.7); anthropometric foot length (0.15 x height) is closer"),
     },
     "ik": {
         "jobs": Setting(None, int, "IK worker processes (default: all cores)", optional=True,
@@ -249,6 +256,10 @@ def _check(section: str, key: str, value: Any, origin: str | None) -> Any:
     if s.choices is not None and value not in s.choices:
         raise InputError(f"{name} must be one of {', '.join(map(str, s.choices))}, not {value!r}",
                          origin)
+    if name == "scale.from_height":
+        if not all(isinstance(v, str) for v in value):
+            raise InputError(f"{name} must be a list of segment names, not {value!r}", origin)
+        value = [str(v) for v in value]
     if name == "ik.weights":
         for m, w in value.items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:

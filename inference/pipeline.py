@@ -817,7 +817,8 @@ class Pipeline:
         res = scale_from_keypoints(model, series, subj["height"], subj["mass"], self.out,
                                    kmap=kmap, n_best_frames=sc["n_best_frames"],
                                    min_confidence=sc["min_confidence"],
-                                   average_sides=sc["average_sides"])
+                                   average_sides=sc["average_sides"],
+                                   from_height=tuple(sc["from_height"]))
         files += [self.p(GENERIC_FILE), res.scale.model_path, res.scale.setup_xml,
                   res.scale.scale_factors_xml, res.report,
                   write_keypoint_map(kmap, self.p(KEYPOINT_MAP_FILE))]

@@ -13,7 +13,9 @@ Steps (all camera-frame quantities use the pinhole convention: x right, y down, 
    upper arm 0.186 H, forearm 0.146 H), using per-bone medians over confident frames.
 3. **Camera-frame root** (:func:`solve_root_camera`): per frame, the translation T that puts the
    metric skeleton on its 2D keypoints: u = f (P + T)_x / (P + T)_z + c_x (and y), linear least
-   squares in T weighted by the 2D confidences. The 2D size of the subject fixes the depth.
+   squares in T weighted by the 2D confidences, the hands left out (:data:`ROOT_SOLVE_LEFT_OUT`:
+   a lifter's least accurate points, with the longest lever). The 2D size of the subject fixes
+   the depth.
 4. **Back-projection onto the 2D** (:func:`reproject_to_2d`, ``reproject`` weight): each
    keypoint seen in 2D is moved, at the depth the lifter gave it, onto the camera ray through its
    detected pixel, blended by ``reproject`` x its 2D confidence. A learnt lifter regresses
@@ -54,6 +56,8 @@ __all__ = [
     "fit_floor",
     "intrinsics_for",
     "solve_root_camera",
+    "root_solve_confidence",
+    "ROOT_SOLVE_LEFT_OUT",
     "to_world",
     "world_frame",
 ]
@@ -143,6 +147,29 @@ def estimate_scale(names: Sequence[str], pose3d: np.ndarray, stature: float,
         raise ValueError("no limb (thigh, shank, upper arm, forearm) could be measured to scale "
                          "the skeleton")
     return want / have
+
+
+# Points the root solve leaves out: the hands (wrists, knuckles, thumbs) are a lifter's least
+# accurate points (kinevid's lifter, held out: 73-94 mm against 13-82 for the rest) and, far
+# from the trunk, they weigh most in a least-squares depth; a lifter pulling them towards the
+# body put walkers 1-2 % closer than they were (held-out walks, 20 cameras each: 12.0 and
+# 8.6 cm root error with them, 10.6 and 8.2 without).
+ROOT_SOLVE_LEFT_OUT = frozenset(f"{side}_{part}" for side in ("left", "right")
+                                for part in ("wrist", "index", "pinky", "thumb"))
+
+
+def root_solve_confidence(names: Sequence[str], confidence: np.ndarray | None,
+                          shape: tuple[int, int]) -> np.ndarray:
+    """(T, J) weights for :func:`solve_root_camera`: the 2D confidences (1 where None), 0 for
+    :data:`ROOT_SOLVE_LEFT_OUT`; a frame with fewer than 4 other points keeps its hands."""
+    c = np.ones(shape) if confidence is None else np.nan_to_num(np.asarray(confidence, float))
+    out = c.copy()
+    drop = [j for j, n in enumerate(names) if n in ROOT_SOLVE_LEFT_OUT]
+    if drop:
+        out[:, drop] = 0.0
+        few = (out > 0.05).sum(1) < 4
+        out[few] = c[few]
+    return out
 
 
 def solve_root_camera(pose3d: np.ndarray, keypoints: np.ndarray, confidence: np.ndarray | None,
@@ -448,7 +475,7 @@ def to_world(names: Sequence[str], pose3d: np.ndarray, keypoints: np.ndarray,
     if scale is None:
         scale = estimate_scale(names, P, stature, confidence)
     P = P * scale
-    root = solve_root_camera(P, keypoints, confidence, K)
+    root = solve_root_camera(P, keypoints, root_solve_confidence(names, confidence, P.shape[:2]), K)
     # frames the solver could not place take the nearest solved frame's depth (interpolated)
     ok = np.isfinite(root).all(-1)
     if not ok.any():

@@ -249,7 +249,8 @@ def sequence_ends(model, clips: list[D.Clip], seed: int = 7, stride: int = 5,
 _SIDE = {"R": "right", "L": "left"}
 _CANON = {"Hip": "mid_hip", "Shoulder": "shoulder", "Elbow": "elbow", "Wrist": "wrist",
           "Knee": "knee", "Ankle": "ankle", "Heel": "heel", "BigToe": "big_toe",
-          "SmallToe": "small_toe", "Eye": "eye", "Ear": "ear"}
+          "SmallToe": "small_toe", "Eye": "eye", "Ear": "ear", "Index": "index",
+          "Pinky": "pinky"}
 
 
 def canonical_name(marker: str) -> str:
@@ -269,11 +270,13 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
     The lifted root-relative pose (every frame, ends padded), the noisy 2D, the true focal
     length and the subject's height go through :func:`inference.trajectory.estimate_scale`
     (only for a lifter in metres; one in units of height is used as scaled) and
-    :func:`inference.trajectory.solve_root_camera`; the result is compared with the true
+    :func:`inference.trajectory.solve_root_camera` (the hands left out, as inference leaves
+    them out: :func:`inference.trajectory.root_solve_confidence`); the result is compared with the true
     camera-frame root, frame by frame, without any alignment. Camera: 6 m from the clip's mean
     root, 1.2 m high, random azimuth, 60 deg horizontal FOV, 1920x1080.
     """
-    from inference.trajectory import Intrinsics, estimate_scale, solve_root_camera
+    from inference.trajectory import (Intrinsics, estimate_scale, root_solve_confidence,
+                                      solve_root_camera)
     rng = np.random.default_rng(seed)
     window = model.receptive_field()
     world_all = clip_windows(clip, window, stride=1) * height        # (T, window, 30, 3)
@@ -308,7 +311,7 @@ def trajectory_error(model, clip: D.Clip, seed: int = 11, height: float = 1.75,
     # as inference does: a lifter in units of height is already at the subject's scale
     scale = 1.0 if io["output_units"] == "height" else estimate_scale(names, pose, height, kc)
     K = Intrinsics(f, 960.0, 540.0, 1920, 1080, "true")
-    root = solve_root_camera(pose * scale, kp, kc, K)
+    root = solve_root_camera(pose * scale, kp, root_solve_confidence(names, kc, kc.shape), K)
     _, Xc = D.project(world_all[:, window // 2][:, None, D.ROOT_INDEX], cams)
     err = np.linalg.norm(root - Xc[:, 0], axis=-1)
     return {"clip": clip.name, "frames": T, "mean_m": float(np.nanmean(err)),

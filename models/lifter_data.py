@@ -116,6 +116,46 @@ def mirror_markers(markers: np.ndarray) -> np.ndarray:
     return out
 
 
+# Each arm as a chain of (parent, child) markers, from the shoulder out.
+ARM_CHAINS: tuple[tuple[tuple[str, str], ...], ...] = tuple(
+    ((f"{s}Shoulder", f"{s}Elbow"), (f"{s}Elbow", f"{s}Wrist"), (f"{s}Wrist", f"{s}Index"),
+     (f"{s}Wrist", f"{s}Pinky")) for s in "RL")
+
+
+def _trunk_frames(m: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) orthonormal trunk frames of markers (..., 30, 3), columns: lateral (left to
+    right shoulder), up (mid-hip to mid-shoulder), and their cross product."""
+    i = OUTPUT_MARKERS.index
+    rs, ls = m[..., i("RShoulder"), :], m[..., i("LShoulder"), :]
+    up = 0.5 * (rs + ls) - m[..., ROOT_INDEX, :]
+    up /= np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-9)
+    lat = rs - ls
+    lat -= (lat * up).sum(-1, keepdims=True) * up
+    lat /= np.maximum(np.linalg.norm(lat, axis=-1, keepdims=True), 1e-9)
+    return np.stack([lat, up, np.cross(lat, up)], axis=-1)
+
+
+def swap_arms(body: np.ndarray, donor: np.ndarray) -> np.ndarray:
+    """``body`` (..., 30, 3) with the arm motion of ``donor`` (same shape): each arm segment
+    takes the donor's direction relative to the donor's trunk, turned into ``body``'s trunk
+    frame, with ``body``'s own segment length, chained from ``body``'s shoulder. Mocap holds
+    few arm movements per leg movement; mixing them makes poses the data lacks (PoseAug-style
+    part recombination) without leaving the space of real segment motion."""
+    i = OUTPUT_MARKERS.index
+    out = body.copy()
+    fb, fd = _trunk_frames(body), _trunk_frames(donor)
+    for chain in ARM_CHAINS:
+        for a, b in chain:
+            v = donor[..., i(b), :] - donor[..., i(a), :]
+            v /= np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+            local = np.einsum("...ji,...j->...i", fd, v)
+            length = np.linalg.norm(body[..., i(b), :] - body[..., i(a), :], axis=-1,
+                                    keepdims=True)
+            out[..., i(b), :] = out[..., i(a), :] + length * np.einsum("...ij,...j->...i",
+                                                                       fb, local)
+    return out
+
+
 # ----------------------------------------------------------------------------- data files
 def shared_data_root() -> Path:
     """``../shared/data`` beside the repository."""
@@ -889,7 +929,7 @@ class PairSampler:
                  height_range=(1.5, 1.95), sigma_range=(0.0, 0.04), mirror: bool = True,
                  normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m",
                  edge_fraction: float = 0.0, group_cap_s: float | None = None,
-                 input_sources: dict[str, float] | None = None):
+                 input_sources: dict[str, float] | None = None, arm_swap: float = 0.0):
         if not clips:
             raise ValueError("no clips to sample from")
         self.clips = clips
@@ -903,6 +943,8 @@ class PairSampler:
         # windows is centred that close to a clip's end, padded the same way, so the ends of
         # a user's clip are not frames the network never saw.
         self.edge_fraction = float(edge_fraction)
+        # this fraction of windows takes its arm motion from another window (swap_arms)
+        self.arm_swap = float(arm_swap)
         # {detector kind (INPUT_SOURCES): probability}: each window's 2D lacks the points that
         # kind of detector never gives; None: every point given (then only noise drops some)
         if input_sources:
@@ -955,6 +997,11 @@ class PairSampler:
         base = self._start[ci][:, None]
         out = (1 - a) * self._all[base + i0] + a * self._all[base + i1]
         out *= H[:, None, None, None]
+        if self.arm_swap > 0:
+            swap = np.flatnonzero(rng.random(B) < self.arm_swap)
+            if len(swap):
+                donor = rng.permutation(B)[:len(swap)]
+                out[swap] = swap_arms(out[swap], out[donor])
         if self.mirror:
             flip = rng.random(B) < 0.5
             out[flip] = mirror_markers(out[flip])

@@ -237,7 +237,8 @@ def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSerie
                          height: float, mass: float, out_dir: str | os.PathLike, *,
                          kmap: KeypointMap | str | os.PathLike | None = None,
                          n_best_frames: int = 50, min_confidence: float = 0.5,
-                         average_sides: bool = True) -> KeypointScaleResult:
+                         average_sides: bool = True,
+                         from_height: tuple[str, ...] | list[str] = ()) -> KeypointScaleResult:
     """Scale ``model_path`` to the subject seen in ``keypoints`` (3D, named like
     :data:`builtin_model.KEYPOINT_MARKERS`), of ``height`` (m) and ``mass`` (kg).
 
@@ -245,6 +246,9 @@ def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSerie
     Writes into ``out_dir``: ``model_generic_keypoints.osim`` (the model with the map's
     markers), ``model_scaled.osim``, ``scale_setup.xml``, ``scale_factors.xml`` and
     ``keypoint_scaling.json`` (each segment's measured and model length, frames used).
+    ``from_height``: :data:`SEGMENTS` names not measured, their bodies scaled by the height
+    ratio like the unmeasured ones (``kinevid run`` does so for the feet: see its
+    ``scale.from_height``).
     """
     model_path = Path(model_path).expanduser().resolve()
     if not isinstance(keypoints, KeypointSeries):
@@ -256,6 +260,10 @@ def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSerie
     mass = _positive(mass, "mass", src)
     if n_best_frames < 1:
         raise InputError(f"n_best_frames must be at least 1, not {n_best_frames}")
+    unknown = sorted(set(from_height) - {n for n, *_ in SEGMENTS})
+    if unknown:
+        raise InputError(f"unknown segment(s) {', '.join(unknown)} to scale by height; known: "
+                         f"{', '.join(n for n, *_ in SEGMENTS)}")
     series = keypoints.to_metres()
     kmap = pick_keypoint_map(model_path, kmap)
     out_dir = Path(out_dir).expanduser().resolve()
@@ -268,6 +276,8 @@ def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSerie
 
     segments: list[SegmentMeasurement] = []
     for name, (a, b), sided, _ in SEGMENTS:
+        if name in from_height:
+            continue
         for side in (("R", "L") if sided else ("",)):
             ka, kb = side + a, side + b
             if not (ka in pos and kb in pos and ka in series.names and kb in series.names):
@@ -301,6 +311,7 @@ def scale_from_keypoints(model_path: str | os.PathLike, keypoints: KeypointSerie
                    "height_m": height, "mass_kg": mass, "model_stature_m": stature,
                    "height_ratio": height_ratio, "n_best_frames": n_best_frames,
                    "min_confidence": min_confidence, "average_sides": average_sides,
+                   "from_height": list(from_height),
                    "segments": [dict(dataclasses.asdict(s), ratio=s.ratio) for s in segments],
                    "factors": {b: list(f) for b, f in sorted(factors.items())}},
                   fh, indent=2)

@@ -172,3 +172,28 @@ def test_rajagopal_map_markers_and_ik_recovers_the_motion(tmp_path):
     truth_tx = [_walk(t)["pelvis_tx"] for t in times]
     np.testing.assert_allclose(coords.column("pelvis_tx"), truth_tx, atol=2e-3)
     assert float(np.nanmax(res.marker_errors.column("marker_error_max"))) < 2e-3
+
+
+def test_feet_from_height_ignore_a_short_lifted_foot(tmp_path):
+    """``from_height=("foot",)``: keypoints whose heel-to-toe distance is 8 % short (as a
+    lifter gives it) leave the feet at the height ratio; measured, they shrink them. (Same sex:
+    the built-in model's female foot is 11 % shorter for her height than the male's, and
+    ``kinevid run`` writes the built-in model of the subject's sex.)"""
+    generic = write_builtin_model(tmp_path / "generic.osim", 1.75, 75.0, "m")
+    subject = write_builtin_model(tmp_path / "subject.osim", 1.60, 55.0, "m")
+    times = np.arange(30) / 30.0
+    data = _fk(subject, KEYPOINT_MARKERS, KEYPOINT_MARKERS, times)
+    for s in "RL":                       # toes 8 % of the foot length closer to the heel
+        h, t = KEYPOINT_MARKERS.index(f"{s}Heel"), KEYPOINT_MARKERS.index(f"{s}BigToe")
+        data[:, t] -= 0.08 * (data[:, t] - data[:, h])
+    keypoints = KeypointSeries(times, KEYPOINT_MARKERS, data, "m", source="synthetic")
+    measured = scale_from_keypoints(generic, keypoints, 1.60, 55.0, tmp_path / "measured")
+    by_height = scale_from_keypoints(generic, keypoints, 1.60, 55.0, tmp_path / "height",
+                                     from_height=("foot",))
+    assert not any(s.name.startswith("foot") for s in by_height.segments)
+    want = model_segment_lengths(subject)["calcn_r"]
+    short = model_segment_lengths(measured.model_path)["calcn_r"] / want - 1
+    right = model_segment_lengths(by_height.model_path)["calcn_r"] / want - 1
+    assert short < -0.05 and abs(right) < 0.01, (short, right)
+    with pytest.raises(InputError, match="unknown segment"):
+        scale_from_keypoints(generic, keypoints, 1.60, 55.0, tmp_path / "x", from_height=("toe",))

@@ -232,3 +232,33 @@ def test_reprojection_moves_points_onto_their_rays_at_their_depth():
     np.testing.assert_allclose(moved[:, [0, 1, 4]], truth[:, [0, 1, 4]], atol=1e-9)
     with pytest.raises(ValueError, match="reproject"):
         reproject_to_2d(lifted, uv, conf, K, 1.5)
+
+
+def test_root_solve_leaves_the_hands_out():
+    """Hands pulled towards the body (as a lifter regressing to the mean pulls them) move the
+    subject in depth when they take part in the root solve; left out, they do not."""
+    from inference.trajectory import Intrinsics, root_solve_confidence
+    names, pts = _walk()
+    pts = pts[::10]
+    root = pts[:, names.index("mid_hip")]
+    cam = pts - root[:, None] + np.array([0.0, 0.0, 5.0])     # 5 m in front, camera axes
+    cam[..., 1] *= -1.0                                     # y down
+    K = Intrinsics(1500.0, 960.0, 540.0, 1920, 1080, "test")
+    uv = _project(cam, K.focal_px, K.cx, K.cy)
+    rel = cam - cam[:, names.index("mid_hip")][:, None]
+    shrunk = rel.copy()
+    for n in ("left_wrist", "right_wrist"):                 # hands 15 cm closer to the pelvis
+        j = names.index(n)
+        shrunk[:, j] -= 0.15 * shrunk[:, j] / np.linalg.norm(shrunk[:, j], axis=-1, keepdims=True)
+    conf = np.ones(uv.shape[:2])
+    w = root_solve_confidence(names, conf, conf.shape)
+    assert (w[:, [names.index("left_wrist"), names.index("right_wrist")]] == 0).all()
+    assert (w[:, names.index("left_knee")] == 1).all()
+    with_hands = solve_root_camera(shrunk, uv, conf, K)[:, 2]
+    without = solve_root_camera(shrunk, uv, w, K)[:, 2]
+    assert np.abs(without - 5.0).max() < 1e-6
+    assert np.abs(with_hands - 5.0).mean() > 0.002                 # 5 mm here
+    # a frame with too few other points keeps its hands
+    few = np.zeros_like(conf)
+    few[:, [names.index("left_wrist"), names.index("right_wrist"), names.index("mid_hip")]] = 1
+    np.testing.assert_array_equal(root_solve_confidence(names, few, few.shape), few)
