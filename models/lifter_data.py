@@ -122,6 +122,11 @@ ARM_CHAINS: tuple[tuple[tuple[str, str], ...], ...] = tuple(
      (f"{s}Wrist", f"{s}Pinky")) for s in "RL")
 
 
+# The head's landmarks, each from the cervicale (a rigid head turned about the neck).
+HEAD_CHAIN: tuple[tuple[str, str], ...] = tuple(
+    ("Neck", n) for n in ("Head", "Nose", "REye", "LEye", "REar", "LEar"))
+
+
 def _trunk_frames(m: np.ndarray) -> np.ndarray:
     """(..., 3, 3) orthonormal trunk frames of markers (..., 30, 3), columns: lateral (left to
     right shoulder), up (mid-hip to mid-shoulder), and their cross product."""
@@ -135,16 +140,18 @@ def _trunk_frames(m: np.ndarray) -> np.ndarray:
     return np.stack([lat, up, np.cross(lat, up)], axis=-1)
 
 
-def swap_arms(body: np.ndarray, donor: np.ndarray) -> np.ndarray:
-    """``body`` (..., 30, 3) with the arm motion of ``donor`` (same shape): each arm segment
-    takes the donor's direction relative to the donor's trunk, turned into ``body``'s trunk
-    frame, with ``body``'s own segment length, chained from ``body``'s shoulder. Mocap holds
-    few arm movements per leg movement; mixing them makes poses the data lacks (PoseAug-style
-    part recombination) without leaving the space of real segment motion."""
+def swap_parts(body: np.ndarray, donor: np.ndarray, chains=ARM_CHAINS) -> np.ndarray:
+    """``body`` (..., 30, 3) with the motion of ``donor`` (same shape) for the parts in
+    ``chains`` (default: both arms; :data:`HEAD_CHAIN`: the head): each segment (parent ->
+    child marker) takes the donor's direction relative to the donor's trunk, turned into
+    ``body``'s trunk frame, with ``body``'s own segment length, chained from ``body``'s parent
+    marker (shoulder, cervicale). Mocap holds few arm and head movements per leg movement;
+    mixing them makes poses the data lacks (PoseAug-style part recombination) without leaving
+    the space of real segment motion."""
     i = OUTPUT_MARKERS.index
     out = body.copy()
     fb, fd = _trunk_frames(body), _trunk_frames(donor)
-    for chain in ARM_CHAINS:
+    for chain in chains:
         for a, b in chain:
             v = donor[..., i(b), :] - donor[..., i(a), :]
             v /= np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
@@ -929,7 +936,8 @@ class PairSampler:
                  height_range=(1.5, 1.95), sigma_range=(0.0, 0.04), mirror: bool = True,
                  normalisation: str = lifter_input.SCREEN_WIDTH, output_units: str = "m",
                  edge_fraction: float = 0.0, group_cap_s: float | None = None,
-                 input_sources: dict[str, float] | None = None, arm_swap: float = 0.0):
+                 input_sources: dict[str, float] | None = None, arm_swap: float = 0.0,
+                 head_swap: float = 0.0):
         if not clips:
             raise ValueError("no clips to sample from")
         self.clips = clips
@@ -943,8 +951,9 @@ class PairSampler:
         # windows is centred that close to a clip's end, padded the same way, so the ends of
         # a user's clip are not frames the network never saw.
         self.edge_fraction = float(edge_fraction)
-        # this fraction of windows takes its arm motion from another window (swap_arms)
+        # these fractions of windows take their arm / head motion from another window (swap_parts)
         self.arm_swap = float(arm_swap)
+        self.head_swap = float(head_swap)
         # {detector kind (INPUT_SOURCES): probability}: each window's 2D lacks the points that
         # kind of detector never gives; None: every point given (then only noise drops some)
         if input_sources:
@@ -1001,7 +1010,12 @@ class PairSampler:
             swap = np.flatnonzero(rng.random(B) < self.arm_swap)
             if len(swap):
                 donor = rng.permutation(B)[:len(swap)]
-                out[swap] = swap_arms(out[swap], out[donor])
+                out[swap] = swap_parts(out[swap], out[donor])
+        if self.head_swap > 0:
+            swap = np.flatnonzero(rng.random(B) < self.head_swap)
+            if len(swap):
+                donor = rng.permutation(B)[:len(swap)]
+                out[swap] = swap_parts(out[swap], out[donor], (HEAD_CHAIN,))
         if self.mirror:
             flip = rng.random(B) < 0.5
             out[flip] = mirror_markers(out[flip])

@@ -38,7 +38,7 @@ DEFAULTS = {
     # each never gives); BlazePose is kinevid's offline default, so the largest share
     "input_sources": {"halpe26": 0.25, "wholebody": 0.2, "blazepose": 0.35, "body25": 0.1,
                       "all": 0.1},
-    # the fraction of windows whose arms move as another window's do (lifter_data.swap_arms):
+    # the fraction of windows whose arms move as another window's do (lifter_data.swap_parts):
     # held-out arm errors were the largest gap to the training subjects'
     "arm_swap": 0.3,
 }
@@ -203,7 +203,8 @@ def train(cfg: dict, out: Path, log=print, clips: list | None = None) -> dict:
                             edge_fraction=cfg.get("edge_fraction", 0.0),
                             group_cap_s=cfg.get("group_cap_s"),
                             input_sources=cfg.get("input_sources"),
-                            arm_swap=cfg.get("arm_swap", 0.0))
+                            arm_swap=cfg.get("arm_swap", 0.0),
+                            head_swap=cfg.get("head_swap", 0.0))
     # OpenSim-driven clips are the built-in model itself (the output's own geometry) but only
     # a minute of motion: weight them up
     w = sampler.p * np.array([cfg["opensim_weight"] if c.source == "opensim" else 1.0

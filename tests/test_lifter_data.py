@@ -102,27 +102,29 @@ def test_mirroring_swaps_sides_and_mirrors_z(clips):
     np.testing.assert_allclose(D.mirror_markers(mm), m)
 
 
-def test_arm_swap_moves_only_the_arms_keeping_lengths_and_the_donor_pose(clips):
+@pytest.mark.parametrize("part", ["arms", "head"])
+def test_part_swap_moves_only_the_part_keeping_lengths_and_the_donor_pose(clips, part):
+    chains = D.ARM_CHAINS if part == "arms" else (D.HEAD_CHAIN,)
     i = D.OUTPUT_MARKERS.index
     body = clips[0].markers[:40].astype(float)
     donor = clips[-1].markers[:40].astype(float)
     # turn the donor's whole body: the arm pose relative to the trunk must not change
     c, s_ = np.cos(0.7), np.sin(0.7)
     donor = donor @ np.array([[c, 0, s_], [0, 1, 0], [-s_, 0, c]])
-    out = D.swap_arms(body, donor)
-    arm = {b for chain in D.ARM_CHAINS for _, b in chain}
-    rest = [k for k, n in enumerate(D.OUTPUT_MARKERS) if n not in arm]
+    out = D.swap_parts(body, donor, chains)
+    moved = {b for chain in chains for _, b in chain}
+    rest = [k for k, n in enumerate(D.OUTPUT_MARKERS) if n not in moved]
     np.testing.assert_array_equal(out[:, rest], body[:, rest])
-    assert np.abs(out - body).max() > 0.05                 # the arms did move
+    assert np.abs(out - body).max() > 0.02                 # the part did move
     fo, fd = D._trunk_frames(out), D._trunk_frames(donor)
-    for chain in D.ARM_CHAINS:
+    for chain in chains:
         for a, b in chain:
             seg = lambda m: m[:, i(b)] - m[:, i(a)]
             np.testing.assert_allclose(np.linalg.norm(seg(out), axis=-1),
                                        np.linalg.norm(seg(body), axis=-1), atol=1e-9)
             local = lambda f, v: np.einsum("tji,tj->ti", f, v / np.linalg.norm(v, axis=-1)[:, None])
             np.testing.assert_allclose(local(fo, seg(out)), local(fd, seg(donor)), atol=1e-9)
-    np.testing.assert_allclose(D.swap_arms(body, body), body, atol=1e-12)
+    np.testing.assert_allclose(D.swap_parts(body, body, chains), body, atol=1e-12)
 
 
 def test_held_out_trials_never_in_training(clips):
