@@ -160,8 +160,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
              "mtp_angle_r": 0.01, "mtp_angle_l": 0.01}, dict,
             "weak pulls of coordinates towards a value {coordinate: weight, or {weight, "
             "value_deg}} (default value: the model's default); a config's entries add to these "
-            "defaults or replace them one by one (weight 0 removes one). Video keypoints put the hips and mid-hip on one line, so the pelvis tilt is "
-            "unobservable and trades freely against lumbar extension and hip flexion; the prior "
+            "defaults or replace them one by one (weight 0 removes one). Video keypoints put "
+            "the hips and mid-hip on one line, so the pelvis tilt is unobservable and trades "
+            "freely against lumbar extension and hip flexion; the prior "
             "settles the split at the lumbar extension of typical gait in Rajagopal-convention "
             "models (about -20 deg in the reference walks in ../shared/data). The toes (mtp) "
             "pull towards neutral: a heel and two toe keypoints cannot tell the toe joint from "

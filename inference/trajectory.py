@@ -153,7 +153,7 @@ def estimate_scale(names: Sequence[str], pose3d: np.ndarray, stature: float,
 # accurate points (kinevid's lifter, held out: 73-94 mm against 13-82 for the rest) and, far
 # from the trunk, they weigh most in a least-squares depth; a lifter pulling them towards the
 # body put walkers 1-2 % closer than they were (held-out walks, 20 cameras each: 12.0 and
-# 8.6 cm root error with them, 10.6 and 8.2 without).
+# 8.6 cm root error with them, 10.3 and 8.2 without).
 ROOT_SOLVE_LEFT_OUT = frozenset(f"{side}_{part}" for side in ("left", "right")
                                 for part in ("wrist", "index", "pinky", "thumb"))
 
@@ -475,7 +475,8 @@ def to_world(names: Sequence[str], pose3d: np.ndarray, keypoints: np.ndarray,
     if scale is None:
         scale = estimate_scale(names, P, stature, confidence)
     P = P * scale
-    root = solve_root_camera(P, keypoints, root_solve_confidence(names, confidence, P.shape[:2]), K)
+    root = solve_root_camera(P, keypoints,
+                             root_solve_confidence(names, confidence, P.shape[:2]), K)
     # frames the solver could not place take the nearest solved frame's depth (interpolated)
     ok = np.isfinite(root).all(-1)
     if not ok.any():

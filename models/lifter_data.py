@@ -1006,16 +1006,12 @@ class PairSampler:
         base = self._start[ci][:, None]
         out = (1 - a) * self._all[base + i0] + a * self._all[base + i1]
         out *= H[:, None, None, None]
-        if self.arm_swap > 0:
-            swap = np.flatnonzero(rng.random(B) < self.arm_swap)
-            if len(swap):
-                donor = rng.permutation(B)[:len(swap)]
-                out[swap] = swap_parts(out[swap], out[donor])
-        if self.head_swap > 0:
-            swap = np.flatnonzero(rng.random(B) < self.head_swap)
-            if len(swap):
-                donor = rng.permutation(B)[:len(swap)]
-                out[swap] = swap_parts(out[swap], out[donor], (HEAD_CHAIN,))
+        for p, chains in ((self.arm_swap, ARM_CHAINS), (self.head_swap, (HEAD_CHAIN,))):
+            if p > 0:
+                swap = np.flatnonzero(rng.random(B) < p)
+                if len(swap):
+                    donor = rng.permutation(B)[:len(swap)]
+                    out[swap] = swap_parts(out[swap], out[donor], chains)
         if self.mirror:
             flip = rng.random(B) < 0.5
             out[flip] = mirror_markers(out[flip])
