@@ -113,6 +113,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "reproject": Setting(1.0, (int, float), "move each lifted keypoint, at its lifted depth, "
                              "onto the camera ray of its 2D detection by this weight x its 2D "
                              "confidence (0: keep the lifter's x/y)", minimum=0.0, maximum=1.0),
+        "root_lowpass_hz": Setting(6.0, (int, float), "zero-lag Butterworth cut-off for the "
+                                   "camera-frame root trajectory (each frame's solve turns 2D "
+                                   "noise into depth noise); 0 = no filter", minimum=0.0),
         "heading": Setting("auto", str, "world X axis: auto (direction of travel when the subject "
                            "walks somewhere, else the direction they face), travel, facing, or "
                            "camera (the camera's x axis)", choices=("auto", "travel", "facing",

@@ -133,7 +133,7 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
                 focal_px: float | None = None, fov_deg: float | None = None,
                 subject: int | None = None, trust: bool = False, cache=None, flip: bool = True,
                 model=None, spec=None, chunk: int = 1024, heading: str = "auto",
-                reproject: float = 1.0) -> LiftResult:
+                reproject: float = 1.0, root_lowpass_hz: float = 6.0) -> LiftResult:
     """Lift one person of ``pose`` to a metric 3D world trajectory (nothing is written)."""
     from models.lift_infer import lift_sequence
 
@@ -141,6 +141,8 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
         raise InputError(f"height {height} m is not a plausible human stature", pose.source)
     if not 0.0 <= reproject <= 1.0:
         raise InputError(f"reproject weight {reproject} is outside [0, 1]", pose.source)
+    if not root_lowpass_hz >= 0.0:
+        raise InputError(f"root low-pass cut-off {root_lowpass_hz} Hz is negative", pose.source)
     if pose.video_size is None:
         raise InputError("the 2D result has no video size; lifters need it to normalise the "
                          "coordinates", pose.source)
@@ -188,7 +190,7 @@ def lift_pose2d(pose: Pose2D, *, lifter="kinevid", height: float = 1.75,
         # (held-out runs: root error 27-33 cm with the re-fit, 8-11 cm without)
         world = to_world(names, rel, kp_out, solve_conf, K, height, root_index=spec.root_index,
                          heading=heading, scale=1.0 if spec.output_units == "height" else None,
-                         reproject=reproject)
+                         reproject=reproject, time=pose.time, root_lowpass_hz=root_lowpass_hz)
     except ValueError as exc:
         raise InputError(f"cannot place the subject in the world: {exc}", pose.source) from exc
 

@@ -743,7 +743,8 @@ class Pipeline:
                              focal_px=c["focal_px"], fov_deg=c["fov_deg"],
                              subject=self.cfg["pose2d"]["person"], trust=c["trust"],
                              flip=c["flip"], heading=c["heading"],
-                             reproject=float(c["reproject"]))
+                             reproject=float(c["reproject"]),
+                             root_lowpass_hz=float(c["root_lowpass_hz"]))
         self.stream.write(f"lift: {len(pose)}/{len(pose)} frames (100%)\n")
         files = write_lift_outputs(result, self.out)
         # the TRC under the product's name: the lift module calls it keypoints3d.trc

@@ -15,7 +15,9 @@ Steps (all camera-frame quantities use the pinhole convention: x right, y down, 
    metric skeleton on its 2D keypoints: u = f (P + T)_x / (P + T)_z + c_x (and y), linear least
    squares in T weighted by the 2D confidences, the hands left out (:data:`ROOT_SOLVE_LEFT_OUT`:
    a lifter's least accurate points, with the longest lever). The 2D size of the subject fixes
-   the depth.
+   the depth. Frames solved alone carry the 2D noise straight into depth (about 1.5 % of the
+   distance, frame to frame), while a body's root moves smoothly: the solved trajectory is
+   low-passed (``root_lowpass_hz``, zero-lag Butterworth, default 6 Hz as for the keypoints).
 4. **Back-projection onto the 2D** (:func:`reproject_to_2d`, ``reproject`` weight): each
    keypoint seen in 2D is moved, at the depth the lifter gave it, onto the camera ray through its
    detected pixel, blended by ``reproject`` x its 2D confidence. A learnt lifter regresses
@@ -57,6 +59,7 @@ __all__ = [
     "intrinsics_for",
     "solve_root_camera",
     "root_solve_confidence",
+    "smooth_root",
     "ROOT_SOLVE_LEFT_OUT",
     "to_world",
     "world_frame",
@@ -461,15 +464,42 @@ def reproject_to_2d(cam: np.ndarray, keypoints: np.ndarray, confidence: np.ndarr
     return out
 
 
+def smooth_root(root: np.ndarray, time: np.ndarray | float | None, cutoff_hz: float,
+                order: int = 4) -> np.ndarray:
+    """Zero-lag low-pass of a (T, 3) camera-frame root trajectory.
+
+    Each frame's solve turns the 2D noise into depth noise of about 1.5 % of the distance
+    (held-out walks at 6 m, 1.5 % 2D noise, kinevid lifter: 9 cm frame to frame); the root of a
+    walking or running body has little above a few hertz. At 6 Hz (order 4) the root error over
+    20 cameras per held-out walk fell from 10.3 / 8.2 cm to 9.3 / 6.4 cm, and over CMU subject
+    35's walks and runs from 7.3-10.7 to 4.7-8.6 cm. ``cutoff_hz`` 0 returns ``root`` unchanged;
+    a cut-off at or above 0.8 x the Nyquist frequency of a low frame rate leaves it unfiltered
+    too (there is then nothing below the cut-off to keep apart from the noise).
+    """
+    if cutoff_hz <= 0 or len(root) < 2:
+        return root
+    if time is None:
+        raise ValueError("root_lowpass_hz needs the frame times (or the frame rate)")
+    from opensim_bridge.filters import butter_lowpass, nominal_rate
+
+    rate = float(time) if np.ndim(time) == 0 else nominal_rate(np.asarray(time, float))
+    if cutoff_hz >= 0.4 * rate:
+        return root
+    return butter_lowpass(root, time, cutoff_hz, order)
+
+
 def to_world(names: Sequence[str], pose3d: np.ndarray, keypoints: np.ndarray,
              confidence: np.ndarray | None, K: Intrinsics, stature: float, *,
              scale: float | None = None, root_index: int = 0,
              foot_heights: Mapping[str, float] | None = None,
-             heading: str = "auto", reproject: float = 0.0) -> WorldTrajectory:
+             heading: str = "auto", reproject: float = 0.0,
+             time: np.ndarray | float | None = None, root_lowpass_hz: float = 0.0,
+             root_filter_order: int = 4) -> WorldTrajectory:
     """The whole chain: scale -> camera-frame root -> floor -> world points (see module notes).
 
     ``pose3d`` (T, J, 3) root-relative camera-axes 3D; ``keypoints`` (T, J, 2) the same joints in
-    pixels (NaN where unseen), ``confidence`` (T, J).
+    pixels (NaN where unseen), ``confidence`` (T, J). ``time`` (frame times in s, or the frame
+    rate in Hz) is needed for ``root_lowpass_hz`` > 0.
     """
     P = np.asarray(pose3d, dtype=np.float64)
     if scale is None:
@@ -483,6 +513,7 @@ def to_world(names: Sequence[str], pose3d: np.ndarray, keypoints: np.ndarray,
         raise ValueError("the subject could not be placed in any frame (too few 2D keypoints)")
     t = np.arange(len(root))
     root = np.stack([np.interp(t, t[ok], root[ok, d]) for d in range(3)], axis=1)
+    root = smooth_root(root, time, root_lowpass_hz, root_filter_order)
     cam = P + root[:, None, :] - P[:, root_index: root_index + 1]
     if reproject > 0:
         cam = reproject_to_2d(cam, keypoints, confidence, K, reproject, names)

@@ -262,3 +262,40 @@ def test_root_solve_leaves_the_hands_out():
     few = np.zeros_like(conf)
     few[:, [names.index("left_wrist"), names.index("right_wrist"), names.index("mid_hip")]] = 1
     np.testing.assert_array_equal(root_solve_confidence(names, few, few.shape), few)
+
+
+def test_root_low_pass_removes_depth_noise_and_keeps_the_walk():
+    """Each frame's solve turns 2D noise into depth noise; the low-passed root is closer to the
+    true one in every axis, while the pelvis's own motion (the walk's 60 Hz markers, resampled
+    to 30 fps) passes through the filter intact."""
+    from inference.trajectory import root_solve_confidence, smooth_root
+    names, lab = _walk()
+    lab = lab[::2]                                            # 60 Hz trial -> 30 fps video
+    centre = lab[:, 0].mean(axis=0)
+    position = centre + np.array([0.3, 1.3 - centre[1], 6.0])
+    R = _camera(8.0, 0.0, position, centre)
+    cam = (lab - position) @ R.T
+    K = intrinsics_for((1920, 1080), fov_deg=60.0)
+    uv = _project(cam, K.focal_px, K.cx, K.cy)
+    noisy = uv + np.random.default_rng(5).normal(0, 3.0, uv.shape)
+    rel = cam - cam[:, :1]
+    conf = np.ones(uv.shape[:2])
+    truth = cam[:, 0]
+    # the filter alone leaves the true trajectory as it is (mm)
+    assert np.abs(smooth_root(truth, 30.0, 6.0) - truth).max() < 0.003
+    raw = solve_root_camera(rel, noisy, root_solve_confidence(names, conf, conf.shape), K)
+    smooth = smooth_root(raw, np.arange(len(raw)) / 30.0, 6.0)
+    err_raw = np.linalg.norm(raw - truth, axis=1).mean()
+    err_smooth = np.linalg.norm(smooth - truth, axis=1).mean()
+    assert err_raw > 0.02 and err_smooth < 0.8 * err_raw      # white noise: 6 of 15 Hz kept
+    # to_world applies it when asked, and only then
+    off = to_world(names, rel, noisy, conf, K, stature=1.80, scale=1.0)
+    on = to_world(names, rel, noisy, conf, K, stature=1.80, scale=1.0, time=30.0,
+                  root_lowpass_hz=6.0)
+    np.testing.assert_allclose(off.points_camera[:, 0], raw, atol=1e-9)
+    np.testing.assert_allclose(on.points_camera[:, 0], smooth, atol=1e-9)
+    # 0 = off; a cut-off near Nyquist of a low frame rate leaves it; no times is an error
+    np.testing.assert_array_equal(smooth_root(raw, 30.0, 0.0), raw)
+    np.testing.assert_array_equal(smooth_root(raw, 12.0, 6.0), raw)
+    with pytest.raises(ValueError, match="frame times"):
+        smooth_root(raw, None, 6.0)

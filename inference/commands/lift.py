@@ -22,7 +22,7 @@ def run_lift_command(args: argparse.Namespace) -> int:
         result = run_lift(args.pose2d, args.output, lifter=args.lifter, height=args.height,
                           focal_px=args.focal_px, fov_deg=args.fov, subject=args.subject,
                           trust=args.trust, flip=not args.no_flip, heading=args.heading,
-                          reproject=args.reproject)
+                          reproject=args.reproject, root_lowpass_hz=args.root_lowpass)
     s = result.trajectory.summary()
     conf = result.markers.confidence
     print(f"lifted person {result.subject}: {len(result.series)} frames with {result.spec.name} "
@@ -63,6 +63,9 @@ def add_lift_parser(subparsers) -> argparse.ArgumentParser:
                    help="0-1: move each lifted keypoint, at its depth, onto the camera ray of its "
                         "2D detection, weighted by its confidence (default 1; 0 keeps the lifter's "
                         "x/y)")
+    p.add_argument("--root-lowpass", type=float, default=6.0, metavar="HZ",
+                   help="zero-lag low-pass cut-off for the subject's root trajectory (each frame's "
+                        "depth carries the 2D noise; default 6 Hz, 0 = none)")
     p.add_argument("--heading", default="auto", choices=("auto", "travel", "facing", "camera"),
                    help="world X axis: direction of travel, direction faced, or the camera's x "
                         "axis on the floor (default auto: travel when the subject walks "
