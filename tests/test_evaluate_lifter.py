@@ -52,3 +52,21 @@ def test_segment_angle_errors_are_the_rotation_applied():
     m = np.ones((4, 30), bool)
     m[:, IDX("RElbow")] = False
     assert np.isnan(E.angle_errors(bent, pose, m)["elbow_r"])
+
+
+def test_report_gives_the_human36m_like_subset():
+    """The H36M-like row is the mean over exactly the 16 points that have a Human3.6M
+    counterpart (root included, hands and feet out), next to the every-point MPJPE."""
+    from models.evaluate_lifter import H36M_LIKE, report
+    J = len(D.OUTPUT_MARKERS)
+    mpjpe = np.arange(J, dtype=float) + 10.0
+    res = {"1.5%": {"mpjpe": mpjpe, "pmpjpe": mpjpe / 2, "n": 5, "excluded": 0,
+                    "groups": {"g": (1.0, 2.0)}, "angles": {"knee_r": 3.0}}}
+    lines = []
+    report(res, print_=lines.append)
+    row = next(x for x in lines if x.startswith("H36M-like"))
+    want = np.mean([mpjpe[D.OUTPUT_MARKERS.index(m)] for m in H36M_LIKE])
+    assert float(row.split()[2]) == pytest.approx(want, abs=0.05)
+    assert len(H36M_LIKE) == 16 and "Hip" in H36M_LIKE and "RBigToe" not in H36M_LIKE
+    overall = next(x for x in lines if x.startswith("MPJPE"))
+    assert float(overall.split()[1]) == pytest.approx(mpjpe.mean(), abs=0.05)
