@@ -377,6 +377,31 @@ def test_joint_limits_keep_coordinates_in_range(tmp_path):
         assert "knee_angle_r" in setup.split("-->")[0]       # the setup says what was limited
 
 
+def test_arms_overhead_are_reachable_with_joint_limits(tmp_path):
+    """A jumping jack: both arms abducted to 170 deg (overhead). The built-in model's shoulder
+    reaches it, so IK with joint limits fits the markers and leaves the pelvis alone (with
+    Rajagopal2016's -120 deg abduction limit it could not, and the pelvis turned instead)."""
+    from opensim_bridge.builtin_model import coordinate_range, write_builtin_model
+    from opensim_bridge.osim_model import load_model
+
+    model = write_builtin_model(tmp_path / "m.osim", height=1.75, mass=70)
+    assert np.degrees(coordinate_range("arm_add_r")[0]) <= -170
+    poses = []
+    for k in range(6):
+        a = np.radians(-120 - 10 * k)                    # -120 ... -170 deg
+        poses.append({"pelvis_ty": 0.95, "arm_add_r": a, "arm_add_l": a,
+                      "elbow_flex_r": np.radians(10), "elbow_flex_l": np.radians(10)})
+    markers = _builtin_markers(load_model(model), poses)
+    res = run_ik(model, markers, None, tmp_path / "ik", jobs=1, joint_limits=True)
+    got = res.coordinates
+    for side in ("r", "l"):
+        # the Euler angles of a raised arm are not unique: compare where the hand ends up
+        assert got.column(f"arm_add_{side}").min() < -150, side
+    for n in ("pelvis_list", "pelvis_tilt", "pelvis_rotation"):
+        assert np.abs(got.column(n)).max() < 2.0, n
+    assert res.marker_errors.column("marker_error_RMS").max() < 0.005
+
+
 def test_limited_coordinates_skip_locked_coupled_and_ground_joints():
     import opensim as osim
     from opensim_bridge.ik_solver import limited_coordinates
