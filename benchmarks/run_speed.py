@@ -78,6 +78,10 @@ def _report(out: Path, label: str, video: Path | None) -> None:
         if key in q:
             print(f"  quality {key}: {q[key]['n_frames']}/{q[key]['of_frames']} frames "
                   f"{q[key]['time_ranges_s'][:4]}")
+    if "at_joint_limits" in q:
+        lim = q["at_joint_limits"]
+        print(f"  quality at_joint_limits: {lim['n_frames']}/{lim['of_frames']} frames "
+              f"{dict(list(lim['coordinates'].items())[:5])}")
     if "ik_marker_rms_mm" in q:
         print(f"  IK marker RMS: median {q['ik_marker_rms_mm']['median']} mm, max "
               f"{q['ik_marker_rms_mm']['max']} mm")

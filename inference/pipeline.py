@@ -957,6 +957,9 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - quality flags must never hide the result
             return {"error": f"quality flags could not be computed: {exc}"}
 
+    def _limit_flags(self, limited) -> dict:
+        return _limit_flags_for(self.p("ik.mot"), self.p("model_scaled.osim"), limited)
+
     def _quality(self) -> dict:
         q: dict[str, Any] = {}
         thr = self.cfg["quality"]
@@ -991,12 +994,53 @@ class Pipeline:
                                            f"error exceeds {limit:.1f} mm")
             q["ik_marker_rms_mm"] = {"median": round(float(np.median(rms)), 2),
                                      "max": round(float(rms.max()), 2)}
+        ik_rec = self.outcomes.get("ik")
+        if ik_rec is not None and ik_rec.info.get("joint_limits") and self.p("ik.mot").is_file():
+            q["at_joint_limits"] = self._limit_flags(ik_rec.info["joint_limits"])
         rec = self.outcomes.get("id")
         if rec is not None and rec.info.get("residuals"):
             q["pelvis_residuals"] = {r["column"]: {"rms": round(r["rms"], 2), "unit": r["unit"],
                                                    "rms_pct": round(r["rms_pct"], 2)}
                                      for r in rec.info["residuals"]}
         return q
+
+
+# Coordinates a few keypoints barely determine (forearm and wrist rotation from two knuckles,
+# subtalar and toes from a heel and two toes): their ranges are what holds them, so resting on a
+# bound there says nothing about the pose (the Sports2D demo: pro_sup at 90 deg in 90 % of
+# frames). Left out of the at_joint_limits flag.
+_WEAKLY_SEEN = ("pro_sup", "wrist_flex", "wrist_dev", "subtalar_angle", "mtp_angle")
+
+
+def _limit_flags_for(motion, model_path, limited) -> dict:
+    """The ``at_joint_limits`` quality flag: frames where IK held a limited coordinate at an end
+    of its range (:func:`opensim_bridge.ik_solver.frames_at_limits`), with the frame count of
+    each such coordinate, most first."""
+    import math
+
+    from opensim_bridge.ik_solver import frames_at_limits
+    from opensim_bridge.osim_model import load_model
+    from opensim_bridge.storage import read_table
+
+    ik = read_table(motion)
+    model = load_model(model_path)
+    cs = model.getCoordinateSet()
+    ranges = {}
+    for name in limited:
+        if name.startswith(_WEAKLY_SEEN):
+            continue
+        if cs.contains(name) and name in ik.labels:
+            c = cs.get(name)
+            ranges[name] = (math.degrees(c.getRangeMin()), math.degrees(c.getRangeMax()))
+    hits = frames_at_limits({n: ik.column(n) for n in ranges}, ranges)
+    anyhit = np.zeros(len(ik.time), dtype=bool)
+    for m in hits.values():
+        anyhit |= m
+    flag = _flag(anyhit, ik.time, "frames where IK held a joint at the end of its range (the "
+                 "model cannot take the pose the keypoints show there)")
+    counts = sorted(((int(m.sum()), n) for n, m in hits.items() if m.any()), reverse=True)
+    flag["coordinates"] = {n: k for k, n in counts}
+    return flag
 
 
 def _registry() -> set[str]:

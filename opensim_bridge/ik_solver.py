@@ -105,6 +105,31 @@ def limited_coordinates(model) -> tuple[str, ...]:
     return tuple(out)
 
 
+def frames_at_limits(values_deg: dict[str, np.ndarray], ranges_deg: dict[str, tuple[float, float]],
+                     tolerance_deg: float = 0.5, neutral_deg: float = 1.0) -> dict[str, np.ndarray]:
+    """Per coordinate, the frames (bool mask) where an IK result sits at an end of its range.
+
+    A limited solve (joint limits) holds a coordinate at its bound where the keypoints ask for
+    more: the model cannot take the pose shown there (Rajagopal2016's shoulder stops at 90 deg
+    of flexion, an arm raised overhead does not). Bounds within ``neutral_deg`` of 0 are
+    anatomical stops that a body often rests against (a straight knee or elbow) and are not
+    reported. Coordinates without a range entry are skipped.
+    """
+    out = {}
+    for name, v in values_deg.items():
+        if name not in ranges_deg:
+            continue
+        lo, hi = ranges_deg[name]
+        v = np.asarray(v, dtype=float)
+        hit = np.zeros(v.shape, dtype=bool)
+        if abs(lo) > neutral_deg:
+            hit |= v <= lo + tolerance_deg
+        if abs(hi) > neutral_deg:
+            hit |= v >= hi - tolerance_deg
+        out[name] = hit
+    return out
+
+
 def _markers_table(problem: IKProblem):
     import opensim as osim
 

@@ -348,3 +348,38 @@ def test_frame_step_keeps_at_most_max_fps(tmp_path):
     assert frame_step(video(30), 30.0) == 1
     assert frame_step(video(25), 30.0) == 1
     assert frame_step(video(60), None) == 1
+
+
+def test_frames_at_joint_limits_skip_neutral_stops():
+    from opensim_bridge.ik_solver import frames_at_limits
+    v = {"arm_add_r": np.array([-100.0, -179.8, -180.0, 0.0]),
+         "knee_angle_r": np.array([0.0, 0.2, 60.0, 119.9]),
+         "hip_flexion_r": np.array([10.0, 20.0, 30.0, 40.0])}
+    ranges = {"arm_add_r": (-180.0, 90.0), "knee_angle_r": (0.0, 120.0)}
+    hits = frames_at_limits(v, ranges)
+    assert set(hits) == {"arm_add_r", "knee_angle_r"}          # no range given: skipped
+    np.testing.assert_array_equal(hits["arm_add_r"], [False, True, True, False])
+    # a straight knee rests on its 0 deg stop and is not reported; 120 deg is
+    np.testing.assert_array_equal(hits["knee_angle_r"], [False, False, False, True])
+
+
+def test_quality_flags_joints_held_at_their_range(tmp_path):
+    """The at_joint_limits flag reads ik.mot and the model's own ranges: a shoulder at its
+    abduction stop is reported with its frame count; a straight knee and a forearm at its
+    rotation stop (weakly seen from keypoints) are not."""
+    from inference.pipeline import _limit_flags_for
+    from opensim_bridge.builtin_model import write_builtin_model
+    from opensim_bridge.storage import Table, write_table
+
+    model = write_builtin_model(tmp_path / "m.osim", height=1.75, mass=70)
+    t = np.arange(6) / 30.0
+    cols = {"arm_add_r": [-90, -150, -180, -180, -179.9, -90], "knee_angle_r": [0.0] * 6,
+            "pro_sup_r": [90.0] * 6, "hip_flexion_r": [20.0] * 6}
+    table = Table(t, list(cols), np.column_stack([np.array(c, float) for c in cols.values()]),
+                  in_degrees=True, name="Coordinates")
+    write_table(table, tmp_path / "ik.mot")
+    flag = _limit_flags_for(tmp_path / "ik.mot", model, ["arm_add_r", "knee_angle_r",
+                                                         "pro_sup_r", "hip_flexion_r"])
+    assert flag["n_frames"] == 3 and flag["of_frames"] == 6
+    assert flag["coordinates"] == {"arm_add_r": 3}
+    assert flag["time_ranges_s"] == [[pytest.approx(2 / 30), pytest.approx(4 / 30)]]

@@ -234,5 +234,8 @@ def test_light_tier_end_to_end(tmp_path):
     ik = read_table(out / "ik.mot")
     assert np.median(np.diff(ik.time)) == pytest.approx(1 / 30, abs=1e-6)
     assert stages["ik"]["info"]["joint_limits"]
+    lim = run["quality"]["at_joint_limits"]
+    assert lim["of_frames"] == len(ik.time)
+    assert set(lim["coordinates"]) <= set(stages["ik"]["info"]["joint_limits"])
     knee = ik.column("knee_angle_r")
     assert np.nanmin(knee) >= -1e-6 and np.nanmax(knee) <= 120 + 1e-6

@@ -121,6 +121,10 @@ def run_command(args: argparse.Namespace) -> int:
     for key in ("subject_lost", "low_confidence", "ik_error_outliers"):
         if key in q and q[key]["n_frames"]:
             print(f"quality: {q[key]['n_frames']}/{q[key]['of_frames']} {q[key]['what']}")
+    lim = q.get("at_joint_limits")
+    if lim and lim["n_frames"]:
+        worst = ", ".join(f"{n} {k}" for n, k in list(lim["coordinates"].items())[:4])
+        print(f"quality: {lim['n_frames']}/{lim['of_frames']} {lim['what']}: {worst}")
     if "ik_marker_rms_mm" in q:
         print(f"IK marker RMS error: median {q['ik_marker_rms_mm']['median']:.1f} mm, "
               f"worst frame {q['ik_marker_rms_mm']['max']:.1f} mm")
