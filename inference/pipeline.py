@@ -957,9 +957,6 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - quality flags must never hide the result
             return {"error": f"quality flags could not be computed: {exc}"}
 
-    def _limit_flags(self, limited) -> dict:
-        return _limit_flags_for(self.p("ik.mot"), self.p("model_scaled.osim"), limited)
-
     def _quality(self) -> dict:
         q: dict[str, Any] = {}
         thr = self.cfg["quality"]
@@ -996,7 +993,8 @@ class Pipeline:
                                      "max": round(float(rms.max()), 2)}
         ik_rec = self.outcomes.get("ik")
         if ik_rec is not None and ik_rec.info.get("joint_limits") and self.p("ik.mot").is_file():
-            q["at_joint_limits"] = self._limit_flags(ik_rec.info["joint_limits"])
+            q["at_joint_limits"] = _limit_flags_for(self.p("ik.mot"), self.p("model_scaled.osim"),
+                                                    ik_rec.info["joint_limits"])
         rec = self.outcomes.get("id")
         if rec is not None and rec.info.get("residuals"):
             q["pelvis_residuals"] = {r["column"]: {"rms": round(r["rms"], 2), "unit": r["unit"],
