@@ -295,7 +295,11 @@ def _resolve_units(declared: str, data: np.ndarray, assume: str | None, src: str
 
 # --------------------------------------------------------------------------- writing
 def write_trc(series: KeypointSeries, path: str | os.PathLike, *, units: str = "m") -> Path:
-    """Write a standard OpenSim TRC (PathFileType 4) atomically; NaN become empty cells.
+    """Write a standard OpenSim TRC (PathFileType 4) atomically; a missing sample is ``nan``.
+
+    Missing samples are written as OpenSim's own TRC writer writes them (``nan``), not as empty
+    cells: OpenSim's reader drops a row's trailing empty cells and then rejects the row as too
+    short, so a file whose last marker has a gap would not open in OpenSim.
 
     DataRate is the nominal rate of the times (:func:`opensim_bridge.filters.nominal_rate`:
     the mean rate for uniformly sampled data with rounded times, else the median rate).
@@ -332,7 +336,7 @@ def write_trc(series: KeypointSeries, path: str | os.PathLike, *, units: str = "
         for i in range(n):
             # v != v is the NaN test on plain floats; repr round-trips exactly.
             fh.write(f"{i + 1}\t{times[i]!r}\t"
-                     + "\t".join("" if v != v else repr(v) for v in flat[i]) + "\n")
+                     + "\t".join("nan" if v != v else repr(v) for v in flat[i]) + "\n")
     return path
 
 
