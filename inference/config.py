@@ -68,7 +68,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "run": {
         "tier": Setting("standard", str, "preset of settings applied before the config file "
                         "and the options: standard, or light (real-time on 2 cores: the most "
-                        "prominent person only, at most 30 frames per second, no overlay video)",
+                        "prominent person only, at most 30 frames per second, no overlay video, IK at 15 Hz)",
                         choices=("standard", "light")),
     },
     "subject": {
@@ -156,6 +156,13 @@ SCHEMA: dict[str, dict[str, Setting]] = {
                                 "coordinates). Without it, frames where video keypoints are "
                                 "unsure can end in impossible poses (a leg turned 180 deg at "
                                 "the hip, an ankle at 140 deg) that later frames track"),
+        "solve_rate_hz": Setting(0.0, (int, float), "solve IK on every n-th frame only, n the "
+                                 "largest that keeps at least this rate (frame rate / this, "
+                                 "rounded down), and fill the frames between by monotone cubic "
+                                 "interpolation (marker errors there by forward kinematics); "
+                                 "0 = every frame. Keypoints are low-passed "
+                                 "(keypoints.lowpass_hz) first, so a rate well above that "
+                                 "cut-off loses little", minimum=0.0),
         "weights": Setting({}, dict, "marker weight overrides: {keypoint or marker: weight}"),
         "coordinate_priors": Setting(
             {"lumbar_extension": {"weight": 0.02, "value_deg": -20.0},
@@ -205,7 +212,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
 TIERS: dict[str, dict[str, Any]] = {
     "standard": {},
     "light": {"pose2d.max_people": 1, "pose2d.max_fps": 30.0, "pose2d.readers": 2,
-              "pose2d.overlay": False, "ik.joint_limits": True},
+              "pose2d.overlay": False, "ik.joint_limits": True, "ik.solve_rate_hz": 15.0},
 }
 
 

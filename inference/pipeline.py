@@ -864,14 +864,15 @@ class Pipeline:
             raise InputError("no 3D keypoint of the subject in any frame", markers.source)
         start = markers.time[seen[0]] if ik["start"] is None else ik["start"]
         end = markers.time[seen[-1]] if ik["end"] is None else ik["end"]
+        stride = ik_stride(markers.time, ik["solve_rate_hz"])
         with self._bar("IK", "frames") as bar:
             res = run_ik(self.p("model_scaled.osim"), markers, settings, self.out,
                          jobs=ik["jobs"], start=start, end=end, joint_limits=ik["joint_limits"],
-                         progress=bar.update)
+                         stride=stride, progress=bar.update)
         rms = res.marker_errors.column("marker_error_RMS")
         info = {"frames": len(res.coordinates.time), "markers": list(res.marker_names),
                 "time_range": [float(start), float(end)],
-                "weights": weights, "jobs": res.jobs,
+                "weights": weights, "jobs": res.jobs, "stride": stride,
                 "handoff_max_deg": round(res.handoff_max_deg, 4),
                 "joint_limits": list(res.limited),
                 "coordinate_priors": {t.name: [t.weight, t.value_type, t.value] for t in priors},
@@ -1081,6 +1082,15 @@ def _warm_up() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the stage that needs it reports the problem
             return
+
+
+def ik_stride(time: np.ndarray, solve_rate_hz: float | None) -> int:
+    """Every how many frames IK is solved so that it still runs at ``solve_rate_hz`` or more
+    (1 when the rate is not set or the frames come no faster than it)."""
+    if not solve_rate_hz or len(time) < 2:
+        return 1
+    rate = 1.0 / float(np.median(np.diff(time)))
+    return max(1, int(math.floor(rate / float(solve_rate_hz) + 1e-6)))
 
 
 def frame_step(video, max_fps: float | None) -> int:

@@ -285,7 +285,7 @@ class _Run:
 
 def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettings | None,
            out_dir: str | os.PathLike, *, jobs: int | None = None, start: float | None = None,
-           end: float | None = None, joint_limits: bool = False,
+           end: float | None = None, joint_limits: bool = False, stride: int = 1,
            progress: Callable[[int, int], None] | None = None) -> IKResult:
     """Inverse kinematics of ``markers`` on the OpenSim model file ``model``.
 
@@ -294,6 +294,11 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
     (seconds) override ``settings.time_range``. ``jobs``: processes (None = all cores).
     ``joint_limits``: keep every joint coordinate within its range in the model (see
     :func:`ik_solver.limited_coordinates`; OpenSim then solves with its bounded optimiser).
+    ``stride``: solve every ``stride``-th frame (and the last) and fill the frames between by
+    monotone cubic (PCHIP) interpolation of the coordinates, which never overshoots the solved
+    values (so joint limits hold); their marker errors come from the model's forward kinematics
+    at the interpolated pose, so they are errors of what is written, not estimates. Meant for
+    markers low-passed well below the solving rate (kinevid filters keypoints at 6 Hz).
     ``progress(done, total)`` is called as frames are solved. Writes ``ik.mot``,
     ``ik_marker_errors.sto`` and ``ik_setup.xml`` (plus ``ik_markers.trc`` when the markers are
     not a TRC file on disk) into ``out_dir``, all or none.
@@ -318,6 +323,12 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
     coord_tasks = _coordinate_tasks(osim_model, settings, model_path)
     names = [n for n in markers.names if n in weights]
     sel = markers.select(names).frames(slice(i0, i1 + 1))
+    stride = int(stride)
+    if stride < 1:
+        raise InputError(f"stride must be a whole number >= 1, got {stride}", markers.source)
+    solved = np.unique(np.append(np.arange(0, len(sel), stride), len(sel) - 1))
+    full = sel
+    sel = sel.frames(solved) if len(solved) < len(full) else full
     w = np.array([weights[n] for n in names])
     usable = (~np.isnan(sel.data).any(axis=2)) & (w[None, :] > 0)
     if not usable.any():
@@ -340,12 +351,17 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
     solver = FrameSolver(problem)
     handoff = runner.run(solver)
 
+    q, sq = runner.q, runner.sq
+    if sel is not full:
+        q, sq = _fill_between(solver, problem, full, solved, q, sq, names)
+        sel = full
+        n = len(sel)
+
     # ---------------------------------------------------------------- tables
     rot = np.array([c.getMotionType() == 1 for c in solver.coordinates])
-    q = runner.q.copy()
+    q = q.copy()
     q[:, rot] = np.degrees(q[:, rot])
     coords = Table(sel.time, solver.coordinate_names, q, in_degrees=True, name="Coordinates")
-    sq = runner.sq
     nm = sq.shape[1]
     total = sq.sum(axis=1)
     rms = np.sqrt(total / nm) if nm else np.zeros(n)
@@ -382,6 +398,46 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
     return IKResult(coords, errors, marker_names, per_marker, files,
                     _time.perf_counter() - t_start, accuracy, 1 + len(use), handoff,
                     problem.limited)
+
+
+def _fill_between(solver, problem, full: KeypointSeries, solved: np.ndarray, q: np.ndarray,
+                  sq: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates and squared marker errors on every frame of ``full`` from the frames
+    ``solved`` (indices into ``full``): PCHIP through the solutions, NaN between two solved
+    frames of which one has no solution (the subject was not seen), errors by forward
+    kinematics."""
+    from scipy.interpolate import PchipInterpolator
+
+    n = len(full)
+    t_all, t_sol = full.time, full.time[solved]
+    q_all = np.full((n, q.shape[1]), np.nan)
+    sq_all = np.full((n, sq.shape[1]), np.nan)
+    q_all[solved], sq_all[solved] = q, sq
+    ok = np.isfinite(q).all(axis=1)
+    if ok.sum() >= 2:
+        fill = np.setdiff1d(np.arange(n), solved)
+        # the solved frames on either side of each frame filled
+        after = np.searchsorted(solved, fill)
+        both = ok[after - 1] & ok[np.minimum(after, len(solved) - 1)]
+        fill = fill[both]
+        q_all[fill] = PchipInterpolator(t_sol[ok], q[ok], axis=0)(t_all[fill])
+        model, state = solver.model, solver.state
+        coords = solver.coordinates
+        free = [j for j, c in enumerate(coords) if not c.getLocked(state)]
+        markers_in_use = getattr(solver, "solver_marker_names", None) or list(problem.marker_names)
+        mset = model.getMarkerSet()
+        mk = [mset.get(m) for m in markers_in_use]
+        col = [names.index(m) for m in markers_in_use]
+        data = full.data[:, col]
+        for k in fill:
+            for j in free:
+                coords[j].setValue(state, float(q_all[k, j]), False)
+            model.realizePosition(state)
+            pos = np.array([m.getLocationInGround(state).to_numpy() for m in mk])
+            d2 = np.sum((pos - data[k]) ** 2, axis=1)
+            # missing markers count as the solver counts them: no error
+            sq_all[k] = np.where(np.isfinite(d2), d2, 0.0)
+    return q_all, sq_all
 
 
 def _reusable_trc(markers: KeypointSeries, sel: KeypointSeries) -> Path | None:

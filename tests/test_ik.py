@@ -250,6 +250,52 @@ def test_frames_without_any_marker_give_nan_rows_and_the_rest_is_solved(tmp_path
         assert np.abs(got[~gone] - ref[~gone]).max() < 0.01
 
 
+def test_stride_solves_every_nth_frame_and_fills_the_rest(gait2354, tmp_path):
+    """``stride=2`` solves half the frames (and the last), fills the others by PCHIP of the
+    coordinates; the filled frames' marker errors are what the written pose gives (forward
+    kinematics), and the walk's angles stay within a fraction of a degree of solving all."""
+    settings, markers, serial, _, _ = gait2354
+    calls = []
+    got = run_ik(MODEL_2354, markers, settings, tmp_path, jobs=2, stride=2,
+                 progress=lambda d, n: calls.append((d, n)))
+    np.testing.assert_array_equal(got.coordinates.time, serial.coordinates.time)
+    n = len(serial.coordinates)
+    solved = np.unique(np.append(np.arange(0, n, 2), n - 1))
+    assert calls[-1] == (len(solved), len(solved)) and len(solved) < 0.6 * n   # half solved
+    # solved frames: the same solution as solving every frame (warm starts differ only)
+    assert np.abs(got.coordinates.data[solved] - serial.coordinates.data[solved]).max() < 0.05
+    labels = serial.coordinates.labels
+    rot = [j for j, lab in enumerate(labels) if not lab.endswith(TRANSLATIONS)]
+    diff = got.coordinates.data[:, rot] - serial.coordinates.data[:, rot]
+    assert np.sqrt(np.mean(diff ** 2, axis=0)).max() < 0.3       # deg, 60 Hz walk at 30 Hz
+    # the filled frames' errors: forward kinematics of the written pose, so at least the
+    # optimum's and close to it
+    filled = np.setdiff1d(np.arange(n), solved)
+    rms_got = got.marker_errors.data[filled, 1]
+    rms_ref = serial.marker_errors.data[filled, 1]
+    assert (rms_got >= rms_ref - 1e-4).all() and np.median(rms_got - rms_ref) < 0.002
+    import opensim as osim
+    model = osim.Model(str(MODEL_2354))
+    state = model.initSystem()
+    cs = model.getCoordinateSet()
+    k = int(filled[len(filled) // 2])
+    for j, lab in enumerate(labels):
+        c = cs.get(lab)
+        v = got.coordinates.data[k, j]
+        if not c.getLocked(state):
+            c.setValue(state, np.radians(v) if j in rot else v, False)
+    model.realizePosition(state)
+    ms = model.getMarkerSet()
+    names = list(got.marker_names)
+    row = int(np.argmin(np.abs(markers.time - got.coordinates.time[k])))
+    pos = np.array([ms.get(m).getLocationInGround(state).to_numpy() for m in names])
+    err = np.linalg.norm(pos - markers.select(names).data[row], axis=1)
+    ok = np.isfinite(err)
+    np.testing.assert_allclose(got.per_marker_errors[k][ok], err[ok], rtol=1e-6, atol=1e-9)
+    with pytest.raises(InputError, match="stride"):
+        run_ik(MODEL_2354, markers, settings, tmp_path / "bad", stride=0)
+
+
 def test_nan_marker_is_ignored_like_weight_zero(tmp_path):
     settings = load_ik_settings(G2354 / "subject01_Setup_IK.xml")
     clean = _short(read_trc(G2354 / "subject01_walk1.trc"))

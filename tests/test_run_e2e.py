@@ -208,7 +208,8 @@ def test_real_video_end_to_end(tmp_path):
 
 def test_light_tier_end_to_end(tmp_path):
     """``--tier light`` on a 60 fps clip: every 2nd frame (30 fps), two readers, one person, no
-    overlay video, joint limits; the outputs are those of a standard run at that rate."""
+    overlay video, joint limits, IK solved at 15 Hz; the outputs are those of a standard run at
+    that rate."""
     require_lifter()
     from inference.cli import main
     from opensim_bridge.storage import read_table
@@ -234,6 +235,8 @@ def test_light_tier_end_to_end(tmp_path):
     ik = read_table(out / "ik.mot")
     assert np.median(np.diff(ik.time)) == pytest.approx(1 / 30, abs=1e-6)
     assert stages["ik"]["info"]["joint_limits"]
+    # IK solved at 15 Hz (every 2nd of the 30 fps frames), the frames between filled
+    assert stages["ik"]["info"]["stride"] == 2 and not np.isnan(ik.data).any()
     lim = run["quality"]["at_joint_limits"]
     assert lim["of_frames"] == len(ik.time)
     assert set(lim["coordinates"]) <= set(stages["ik"]["info"]["joint_limits"])
