@@ -56,6 +56,7 @@ __all__ = [
     "BlazePose",
     "MultiPersonBlazePose",
     "check_complexity",
+    "import_mediapipe",
     "keypoint_box",
     "mediapipe_dir",
 ]
@@ -105,14 +106,40 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def mediapipe_dir() -> Path:
-    """The installed mediapipe package folder (where its model files live)."""
-    _quiet_mediapipe()
+def import_mediapipe():
+    """Import mediapipe without matplotlib.
+
+    mediapipe's package import loads its drawing utilities, which import ``matplotlib.pyplot``
+    for a 3D plotting helper kinevid never calls: a third of a second of a cold start, spent
+    where the 2D stage waits for its first frame. Unless matplotlib is already loaded, empty
+    placeholder modules stand in for it during the import and are removed afterwards, so a
+    later ``import matplotlib.pyplot`` (kinevid's comparison plots) loads the real one.
+    """
+    import types
+
+    if "mediapipe" in sys.modules:
+        return sys.modules["mediapipe"]
+    placeholders = {}
+    if "matplotlib" not in sys.modules:
+        top = types.ModuleType("matplotlib")
+        top.pyplot = types.ModuleType("matplotlib.pyplot")
+        placeholders = {"matplotlib": top, "matplotlib.pyplot": top.pyplot}
+        sys.modules.update(placeholders)
     try:
         import mediapipe
     except ImportError as exc:  # pragma: no cover - mediapipe is a project dependency
         raise KinevidError(f"the BlazePose backend needs mediapipe (pip install mediapipe==0.10.21): {exc}") from exc
-    return Path(mediapipe.__file__).resolve().parent
+    finally:
+        for name, module in placeholders.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return mediapipe
+
+
+def mediapipe_dir() -> Path:
+    """The installed mediapipe package folder (where its model files live)."""
+    _quiet_mediapipe()
+    return Path(import_mediapipe().__file__).resolve().parent
 
 
 def check_complexity(complexity: int) -> Path:
@@ -177,7 +204,7 @@ class BlazePose:
 
     def __init__(self, complexity: int = 1, static: bool = False, smooth: bool = False,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
-        check_complexity(complexity)
+        check_complexity(complexity)   # imports mediapipe (without matplotlib)
         from mediapipe.python.solutions import pose as mp_pose
 
         self.complexity = complexity

@@ -52,6 +52,46 @@ def test_complexity_one_is_shipped_and_others_are_refused_offline():
             assert not (folder / LANDMARK_FILES[c]).exists()  # nothing was downloaded
 
 
+def _fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_mediapipe_is_imported_without_matplotlib_which_stays_importable():
+    """kinevid imports mediapipe without the matplotlib its drawing utilities load (a third of
+    a second of start-up); matplotlib imported afterwards is the real one, and a process that
+    had it already keeps it (mediapipe then uses it as usual)."""
+    out = _fresh_python(
+        "import sys\n"
+        "from inference.blazepose import BlazePose, import_mediapipe\n"
+        "import_mediapipe()\n"
+        "print('before', 'matplotlib' in sys.modules, 'matplotlib.pyplot' in sys.modules)\n"
+        "import numpy as np\n"
+        "BlazePose(1, static=True)(np.zeros((64, 64, 3), np.uint8))\n"
+        "import matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "import matplotlib.pyplot as plt\n"
+        "fig = plt.figure(); fig.add_subplot().plot([0, 1])\n"
+        "print('after', type(fig).__name__, hasattr(matplotlib, '__version__'))\n")
+    assert "before False False" in out and "after Figure True" in out
+    out = _fresh_python(
+        "import matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "import matplotlib.pyplot as real\n"
+        "from inference.blazepose import import_mediapipe\n"
+        "import_mediapipe()\n"
+        "from mediapipe.python.solutions import drawing_utils\n"
+        "print('same', drawing_utils.plt is real)\n")
+    assert "same True" in out
+
+
 def test_single_graph_on_a_frame_returns_pixel_landmarks():
     frame = next(iter(open_video(VIDEOS / "cam04.mp4").frames(max_frames=1)))
     kp = BlazePose(static=True)(frame.image)
