@@ -72,6 +72,31 @@ def test_constant_rate_times_and_metadata(tmp_path):
     np.testing.assert_allclose(src.timestamps(), [f.time for f in frames], atol=1e-9)
 
 
+def test_a_file_is_probed_once_until_it_changes(tmp_path, monkeypatch):
+    """Opening the same unchanged file again reuses its probe (a run opens it several times);
+    a rewritten file is probed afresh."""
+    from inference.video import VideoSource
+
+    calls = []
+    real = VideoSource._probe_file
+
+    def counting(self, fps):
+        calls.append(self.path.name)
+        return real(self, fps)
+
+    monkeypatch.setattr(VideoSource, "_probe_file", counting)
+    path = write_video(tmp_path / "again.mp4", n=10, rate=25)
+    first = open_video(path)
+    second = open_video(path)
+    assert calls == ["again.mp4"] and second.info == first.info
+    assert [f.index for f in second] == list(range(10))
+    assert open_video(path, fps=50).info.fps == 50.0 and len(calls) == 2   # another override
+    write_video(path, n=14, rate=25)             # same name, new content
+    import os
+    os.utime(path, ns=(1, 1))                   # a different mtime even on a coarse clock
+    assert open_video(path).info.n_frames == 14 and len(calls) == 3
+
+
 def test_variable_frame_rate_times_kept(tmp_path):
     pts_ms = [0, 10, 50, 60, 200, 210, 215, 400, 433, 500, 700, 701, 760, 800, 1000]
     tb = fractions.Fraction(1, 1000)
