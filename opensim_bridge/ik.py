@@ -419,7 +419,9 @@ def _fill_between(solver, problem, full: KeypointSeries, solved: np.ndarray, q: 
         # the solved frames on either side of each frame filled
         after = np.searchsorted(solved, fill)
         both = ok[after - 1] & ok[np.minimum(after, len(solved) - 1)]
-        fill = fill[both]
+        # a frame without any marker stays empty, as a solved one would
+        seen = np.isfinite(full.data).all(axis=2).any(axis=1)
+        fill = fill[both & seen[fill]]
         q_all[fill] = PchipInterpolator(t_sol[ok], q[ok], axis=0)(t_all[fill])
         model, state = solver.model, solver.state
         coords = solver.coordinates

@@ -294,6 +294,13 @@ def test_stride_solves_every_nth_frame_and_fills_the_rest(gait2354, tmp_path):
     np.testing.assert_allclose(got.per_marker_errors[k][ok], err[ok], rtol=1e-6, atol=1e-9)
     with pytest.raises(InputError, match="stride"):
         run_ik(MODEL_2354, markers, settings, tmp_path / "bad", stride=0)
+    # a frame between two solved ones without any marker stays empty (as when solved)
+    short = _short(markers)
+    data = short.data.copy()
+    data[3] = np.nan
+    short.data = data
+    gap = run_ik(MODEL_2354, short, settings, tmp_path / "gap", jobs=1, stride=2).coordinates.data
+    assert np.isnan(gap[3]).all() and not np.isnan(np.delete(gap, 3, axis=0)).any()
 
 
 def test_nan_marker_is_ignored_like_weight_zero(tmp_path):
