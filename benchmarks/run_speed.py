@@ -8,7 +8,9 @@ real-time factor, quality flags, and the synthetic end-to-end joint-angle errors
   2D noise -> ``kinevid run --from-pose2d`` -> RMSE of every coordinate against the source
   (the same as tests/test_run_e2e.py). ``--skip-synthetic`` leaves it out.
 
-``--yaw 25 40 60`` repeats the synthetic walk from other camera angles.
+``--yaw 25 40 60`` repeats the synthetic walk from other camera angles. ``--tier`` applies to
+the synthetic walk too (its 2D is given, so there only the later stages' settings matter: the
+light tier's IK at 15 Hz and joint limits).
 
 Both need kinevid's shipped lifter (models/weights/kinevid_lifter.pt). Run from the repository
 root:
@@ -89,7 +91,7 @@ def _report(out: Path, label: str, video: Path | None) -> None:
         print(f"  warning: {w}")
 
 
-def synthetic(root: Path, yaw_deg: float = 25.0) -> None:
+def synthetic(root: Path, yaw_deg: float = 25.0, tier: str = "standard") -> None:
     import numpy as np
     import opensim as osim
 
@@ -107,8 +109,10 @@ def synthetic(root: Path, yaw_deg: float = 25.0) -> None:
     pose.write(root / "pose2d.npz")
     out = root / "synthetic"
     code, err = _run(["--from-pose2d", str(root / "pose2d.npz"), "--height", str(height),
-                      "--mass", str(mass), "--focal-px", str(cam.focal), "-o", str(out)])
-    _report(out, f"synthetic Gait2354 walk (2.5 px noise, camera 5 m, {yaw_deg:g} deg yaw)", None)
+                      "--mass", str(mass), "--focal-px", str(cam.focal), "--tier", tier,
+                      "-o", str(out)])
+    _report(out, f"synthetic Gait2354 walk (2.5 px noise, camera 5 m, {yaw_deg:g} deg yaw, "
+                 f"{tier} tier)", None)
     if code:
         return
     got = read_table(out / "ik.mot")
@@ -139,7 +143,7 @@ def main() -> int:
     print(f"outputs under {root}")
     if not args.skip_synthetic:
         for yaw in args.yaw:
-            synthetic(root, yaw)
+            synthetic(root, yaw, args.tier)
     for name in args.videos:
         out = root / name
         argv = [str(VIDEOS[name]), "--height", "1.75", "--mass", "70", "--pose", args.pose,

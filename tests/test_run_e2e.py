@@ -139,7 +139,10 @@ def synthetic_pose2d(keypoints, noise_px=2.5, seed=0, **camera):
 
 
 # --------------------------------------------------------------------------- tests
-def test_synthetic_end_to_end_recovers_the_source_joint_angles(tmp_path):
+@pytest.mark.parametrize("tier", ["standard", "light"])
+def test_synthetic_end_to_end_recovers_the_source_joint_angles(tmp_path, tier):
+    """Standard tier, and the light tier (its 2D being given, what changes is IK: joint limits,
+    solved at 15 Hz, here every 4th of the 60 fps frames, and interpolated between)."""
     require_lifter()
     from inference.cli import main
     from opensim_bridge.builtin_model import write_builtin_model
@@ -153,9 +156,12 @@ def test_synthetic_end_to_end_recovers_the_source_joint_angles(tmp_path):
     out = tmp_path / "out"
     code = main(["run", "--from-pose2d", str(tmp_path / "pose2d.npz"), "--height", str(height),
                  "--mass", str(mass), "--focal-px", str(cam.focal), "--no-blender", "--no-c3d",
-                 "-o", str(out)])
+                 "--tier", tier, "-o", str(out)])
     assert code == 0
     got = read_table(out / "ik.mot")
+    run = json.loads((out / "run.json").read_text())
+    ik_info = next(s for s in run["stages"] if s["name"] == "ik")["info"]
+    assert ik_info["stride"] == (4 if tier == "light" else 1)
     errors = {}
     for c in motion.labels:
         if c.startswith("pelvis_t"):
@@ -163,8 +169,8 @@ def test_synthetic_end_to_end_recovers_the_source_joint_angles(tmp_path):
         ref = motion[c]
         est = np.interp(motion.time, got.time, got[c])
         errors[c] = float(np.sqrt(np.mean((est - ref) ** 2)))
-    print("\nsynthetic end to end (Gait2354 walk -> camera -> 2D noise 2.5 px -> kinevid run), "
-          "RMSE per coordinate, deg:")
+    print(f"\nsynthetic end to end (Gait2354 walk -> camera -> 2D noise 2.5 px -> kinevid run, "
+          f"{tier} tier), RMSE per coordinate, deg:")
     for c, e in sorted(errors.items()):
         print(f"  {c:<18} {e:6.2f}{'  <- flexion, limit 6' if c in FLEXION else ''}")
     bad = {c: round(errors[c], 2) for c in FLEXION if not errors[c] <= 6.0}
