@@ -1032,9 +1032,7 @@ def _limit_flags_for(motion, model_path, limited) -> dict:
             c = cs.get(name)
             ranges[name] = (math.degrees(c.getRangeMin()), math.degrees(c.getRangeMax()))
     hits = frames_at_limits({n: ik.column(n) for n in ranges}, ranges)
-    anyhit = np.zeros(len(ik.time), dtype=bool)
-    for m in hits.values():
-        anyhit |= m
+    anyhit = np.logical_or.reduce([*hits.values(), np.zeros(len(ik.time), dtype=bool)])
     flag = _flag(anyhit, ik.time, "frames where IK held a joint at the end of its range (the "
                  "model cannot take the pose the keypoints show there)")
     counts = sorted(((int(m.sum()), n) for n, m in hits.items() if m.any()), reverse=True)
@@ -1087,10 +1085,11 @@ def _warm_up() -> None:
 def ik_stride(time: np.ndarray, solve_rate_hz: float | None) -> int:
     """Every how many frames IK is solved so that it still runs at ``solve_rate_hz`` or more
     (1 when the rate is not set or the frames come no faster than it)."""
+    from opensim_bridge.filters import nominal_rate
+
     if not solve_rate_hz or len(time) < 2:
         return 1
-    rate = 1.0 / float(np.median(np.diff(time)))
-    return max(1, int(math.floor(rate / float(solve_rate_hz) + 1e-6)))
+    return max(1, int(math.floor(nominal_rate(time) / float(solve_rate_hz) + 1e-6)))
 
 
 def frame_step(video, max_fps: float | None) -> int:

@@ -353,7 +353,7 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
 
     q, sq = runner.q, runner.sq
     if sel is not full:
-        q, sq = _fill_between(solver, problem, full, solved, q, sq, names)
+        q, sq = _fill_between(solver, full, solved, q, sq)
         sel = full
         n = len(sel)
 
@@ -400,8 +400,8 @@ def run_ik(model: str | os.PathLike, markers: KeypointSeries, settings: IKSettin
                     problem.limited)
 
 
-def _fill_between(solver, problem, full: KeypointSeries, solved: np.ndarray, q: np.ndarray,
-                  sq: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _fill_between(solver, full: KeypointSeries, solved: np.ndarray, q: np.ndarray,
+                  sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates and squared marker errors on every frame of ``full`` from the frames
     ``solved`` (indices into ``full``): PCHIP through the solutions, NaN between two solved
     frames of which one has no solution (the subject was not seen), errors by forward
@@ -426,11 +426,9 @@ def _fill_between(solver, problem, full: KeypointSeries, solved: np.ndarray, q: 
         model, state = solver.model, solver.state
         coords = solver.coordinates
         free = [j for j, c in enumerate(coords) if not c.getLocked(state)]
-        markers_in_use = getattr(solver, "solver_marker_names", None) or list(problem.marker_names)
         mset = model.getMarkerSet()
-        mk = [mset.get(m) for m in markers_in_use]
-        col = [names.index(m) for m in markers_in_use]
-        data = full.data[:, col]
+        mk = [mset.get(m) for m in solver.solver_marker_names]
+        data = full.select(solver.solver_marker_names).data
         for k in fill:
             for j in free:
                 coords[j].setValue(state, float(q_all[k, j]), False)
